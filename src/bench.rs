@@ -1,0 +1,229 @@
+//! `vitrine bench`: the pipeline over the replay frames as fast as it can go, with per-stage
+//! latency percentiles, frames per second, and the share of time spent outside ONNX Runtime.
+//!
+//! It runs the same [`Engine`] as the daemon, on the calling thread, frame after frame with no
+//! pacing; decoding is done here so it is timed like the capture stage does it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::capture::Frame;
+use crate::capture::replay::{decode_frame, list_frames};
+use crate::catalog::Catalog;
+use crate::config::Settings;
+use crate::pipeline::{Engine, FrameTiming};
+use crate::{DaemonError, capture};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+fn pct(mut v: Vec<f64>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles {
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            mean_ms: 0.0,
+        };
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Percentiles {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        mean_ms: v.iter().sum::<f64>() / v.len() as f64,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub frames: usize,
+    pub frame_size: (u32, u32),
+    pub wall_s: f64,
+    pub fps: f64,
+    pub decode_resize: Percentiles,
+    pub detector: Percentiles,
+    pub crops_embed: Percentiles,
+    pub search: Percentiles,
+    pub publish: Percentiles,
+    pub frame_to_publish: Percentiles,
+    pub outside_onnx_runtime_share: f64,
+    pub crops_per_frame: f64,
+    pub reused_per_frame: f64,
+    pub shoppers_per_frame: f64,
+    pub providers: Vec<String>,
+    /// CPU seconds the process used per frame (all threads).
+    pub cpu_ms_per_frame: f64,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Process CPU time (user + system) so far.
+pub fn process_cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(Duration::from_secs_f64(ticks as f64 / 100.0))
+        })
+        .unwrap_or_default()
+}
+
+pub struct BenchOptions {
+    pub frames: usize,
+    pub warmup: usize,
+    /// Re-embed every garment every frame (turns the tracker's embedding cache off).
+    pub no_cache: bool,
+}
+
+pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, DaemonError> {
+    let dir = match &settings.camera {
+        capture::SourceConfig::Replay(r) => r.path.clone(),
+        other => {
+            return Err(DaemonError::Internal(format!(
+                "vitrine bench needs a replay camera in the config, found {other:?}"
+            )));
+        }
+    };
+    let files =
+        list_frames(&dir).map_err(|e| DaemonError::Internal(format!("{}: {e}", dir.display())))?;
+    if files.is_empty() {
+        return Err(DaemonError::Internal(format!(
+            "{} holds no frames",
+            dir.display()
+        )));
+    }
+    // Encoded frames are read up front so disk reads do not count as decode time.
+    let encoded: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).collect();
+    let spec = &settings.embedder.spec;
+    let catalog = Catalog::load(
+        &settings.catalog.path,
+        Some((spec.output.dim, spec.sha256.as_str())),
+        &settings.catalog.index,
+    )?;
+    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(catalog));
+    let mut settings = settings.clone();
+    if opts.no_cache {
+        settings.recommend.tracking.refresh_ms = Duration::ZERO;
+    }
+    let mut engine = Engine::build(&settings, shared)?;
+    let mut timings: Vec<FrameTiming> = Vec::new();
+    let mut e2e = Vec::new();
+    let mut shoppers = 0usize;
+    let mut size = (0, 0);
+    let (mut wall, mut cpu) = (Instant::now(), process_cpu_time());
+    for i in 0..opts.warmup + opts.frames {
+        if i == opts.warmup {
+            wall = Instant::now();
+            cpu = process_cpu_time();
+        }
+        let acquired = Instant::now();
+        let bytes = &encoded[i % encoded.len()];
+        let image =
+            decode_frame(bytes).map_err(|e| DaemonError::Internal(format!("frame {i}: {e}")))?;
+        size = (image.width(), image.height());
+        let frame = Frame {
+            image: Arc::new(image),
+            captured_at: SystemTime::now(),
+            captured: acquired,
+            seq: i as u64,
+            decode: acquired.elapsed(),
+        };
+        let (recs, t) = engine.process(&frame)?;
+        let publish = Instant::now();
+        let body = serde_json::to_vec(&recs).map_err(|e| DaemonError::Internal(e.to_string()))?;
+        std::hint::black_box(body);
+        let mut t = t;
+        t.publish += publish.elapsed();
+        if i >= opts.warmup {
+            e2e.push(ms(acquired.elapsed()));
+            shoppers += recs.shoppers.iter().filter(|s| s.in_view).count();
+            timings.push(t);
+        }
+    }
+    let wall_s = wall.elapsed().as_secs_f64();
+    let cpu_s = (process_cpu_time() - cpu).as_secs_f64();
+    let n = timings.len().max(1) as f64;
+    let inference: f64 = timings.iter().map(|t| t.inference().as_secs_f64()).sum();
+    Ok(BenchReport {
+        frames: timings.len(),
+        frame_size: size,
+        wall_s,
+        fps: timings.len() as f64 / wall_s,
+        decode_resize: pct(timings
+            .iter()
+            .map(|t| ms(t.decode + t.detect.preprocess))
+            .collect()),
+        detector: pct(timings
+            .iter()
+            .map(|t| ms(t.detect.inference + t.detect.postprocess))
+            .collect()),
+        crops_embed: pct(timings.iter().map(|t| ms(t.embed)).collect()),
+        search: pct(timings.iter().map(|t| ms(t.search)).collect()),
+        publish: pct(timings.iter().map(|t| ms(t.publish)).collect()),
+        frame_to_publish: pct(e2e),
+        outside_onnx_runtime_share: 1.0 - inference / wall_s,
+        crops_per_frame: timings.iter().map(|t| t.crops).sum::<usize>() as f64 / n,
+        reused_per_frame: timings.iter().map(|t| t.reused).sum::<usize>() as f64 / n,
+        shoppers_per_frame: shoppers as f64 / n,
+        providers: engine
+            .providers()
+            .iter()
+            .map(|p| format!("{}: {}", p.model, p.in_use))
+            .collect(),
+        cpu_ms_per_frame: cpu_s * 1e3 / n,
+    })
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "frames {} at {}×{}, {:.2} s wall, {:.1} frames/s end to end",
+            self.frames, self.frame_size.0, self.frame_size.1, self.wall_s, self.fps
+        )?;
+        writeln!(
+            f,
+            "{:<22} {:>9} {:>9} {:>9}",
+            "stage", "p50 ms", "p99 ms", "mean ms"
+        )?;
+        for (name, p) in [
+            ("decode + resize", &self.decode_resize),
+            ("detector", &self.detector),
+            ("crops + embed", &self.crops_embed),
+            ("search", &self.search),
+            ("publish", &self.publish),
+            ("frame-to-publish", &self.frame_to_publish),
+        ] {
+            writeln!(
+                f,
+                "{name:<22} {:>9.2} {:>9.2} {:>9.2}",
+                p.p50_ms, p.p99_ms, p.mean_ms
+            )?;
+        }
+        writeln!(
+            f,
+            "time outside ONNX Runtime: {:.1} % of wall time",
+            self.outside_onnx_runtime_share * 100.0
+        )?;
+        writeln!(
+            f,
+            "per frame: {:.1} shoppers, {:.1} crops embedded, {:.1} embeddings reused, {:.1} CPU ms",
+            self.shoppers_per_frame,
+            self.crops_per_frame,
+            self.reused_per_frame,
+            self.cpu_ms_per_frame
+        )?;
+        write!(f, "providers: {}", self.providers.join(", "))
+    }
+}

@@ -1,0 +1,278 @@
+//! The capture thread: owns the [`FrameSource`], keeps it open, and feeds the [`LatestSlot`].
+//!
+//! A source that fails is closed and reopened with exponential backoff (0.25 s doubling to 10 s),
+//! forever: a camera unplugged for an hour comes back by itself when plugged in again. Its state
+//! (streaming / reconnecting, last error, reconnect count) is shared for health endpoints. A run
+//! of corrupt frames (a camera sending garbage) is treated as a failure too.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+#[cfg(test)]
+use super::RawFrame;
+use super::{CaptureError, Frame, FrameSource, LatestSlot};
+use crate::telemetry::Metrics;
+
+/// After this many corrupt frames in a row the device is reopened.
+const CORRUPT_RUN_LIMIT: u32 = 30;
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    Opening,
+    Streaming,
+    Reconnecting,
+    /// A finite source ended or cannot work as configured.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraStatus {
+    pub source: String,
+    pub state: CameraState,
+    pub last_error: Option<String>,
+    pub reconnects: u64,
+    #[serde(skip)]
+    pub last_frame: Option<Instant>,
+    pub last_frame_at: Option<String>,
+}
+
+pub type StatusHandle = Arc<Mutex<CameraStatus>>;
+
+fn set<F: FnOnce(&mut CameraStatus)>(status: &StatusHandle, f: F) {
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Starts the capture thread. It stops when `stop` is set, then closes the slot so the
+/// inference stage drains and ends too.
+pub fn spawn(
+    mut source: Box<dyn FrameSource>,
+    slot: Arc<LatestSlot>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> (StatusHandle, std::thread::JoinHandle<()>) {
+    let status: StatusHandle = Arc::new(Mutex::new(CameraStatus {
+        source: source.name(),
+        state: CameraState::Opening,
+        last_error: None,
+        reconnects: 0,
+        last_frame: None,
+        last_frame_at: None,
+    }));
+    let st = status.clone();
+    let handle = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            run(source.as_mut(), &slot, &metrics, &stop, &st);
+            source.close();
+            slot.close();
+        })
+        .unwrap_or_else(|e| panic!("cannot start the capture thread: {e}"));
+    (status, handle)
+}
+
+/// Sleeps up to `d`, waking early when asked to stop.
+fn nap(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
+fn run(
+    source: &mut dyn FrameSource,
+    slot: &LatestSlot,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    status: &StatusHandle,
+) {
+    let mut backoff = BACKOFF_START;
+    let mut open = false;
+    let mut corrupt_run = 0;
+    let mut seq = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if !open {
+            match source.open() {
+                Ok(()) => {
+                    open = true;
+                    corrupt_run = 0;
+                    set(status, |s| s.state = CameraState::Streaming);
+                    metrics.camera_streaming.set(1.0);
+                }
+                Err(CaptureError::Config { .. } | CaptureError::Ended { .. }) => {
+                    set(status, |s| s.state = CameraState::Stopped);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "camera open failed");
+                    set(status, |s| {
+                        s.state = CameraState::Reconnecting;
+                        s.last_error = Some(e.to_string());
+                    });
+                    metrics.camera_streaming.set(0.0);
+                    nap(backoff, stop);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
+        match source.next_frame() {
+            Ok(raw) => {
+                corrupt_run = 0;
+                backoff = BACKOFF_START;
+                seq += 1;
+                let captured_at = SystemTime::now() - raw.acquired.elapsed();
+                let frame = Frame {
+                    image: Arc::new(raw.image),
+                    captured_at,
+                    captured: raw.acquired,
+                    seq,
+                    decode: raw.decode,
+                };
+                metrics.frames_captured.inc();
+                if slot.put(frame) {
+                    metrics.frames_dropped.inc();
+                }
+                set(status, |s| {
+                    s.last_frame = Some(Instant::now());
+                    s.last_frame_at =
+                        Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+                });
+            }
+            Err(CaptureError::Corrupt { message, .. }) => {
+                metrics.frames_corrupt.inc();
+                corrupt_run += 1;
+                tracing::debug!(%message, "skipped a corrupt frame");
+                if corrupt_run >= CORRUPT_RUN_LIMIT {
+                    fail(
+                        source,
+                        status,
+                        metrics,
+                        &mut open,
+                        format!("{CORRUPT_RUN_LIMIT} corrupt frames in a row, last: {message}"),
+                    );
+                }
+            }
+            Err(CaptureError::Ended { .. }) => {
+                set(status, |s| s.state = CameraState::Stopped);
+                metrics.camera_streaming.set(0.0);
+                return;
+            }
+            Err(e) => fail(source, status, metrics, &mut open, e.to_string()),
+        }
+    }
+    set(status, |s| s.state = CameraState::Stopped);
+}
+
+fn fail(
+    source: &mut dyn FrameSource,
+    status: &StatusHandle,
+    metrics: &Metrics,
+    open: &mut bool,
+    message: String,
+) {
+    tracing::warn!(error = %message, "camera failed; reconnecting");
+    source.close();
+    *open = false;
+    metrics.camera_reconnects.inc();
+    metrics.camera_streaming.set(0.0);
+    set(status, |s| {
+        s.state = CameraState::Reconnecting;
+        s.last_error = Some(message);
+        s.reconnects += 1;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::RgbImage;
+    use std::collections::VecDeque;
+
+    /// A source that plays a script of events: a stand-in for a camera being unplugged, since
+    /// this kernel has no V4L2 to unplug.
+    struct Scripted {
+        opens: VecDeque<Result<(), String>>,
+        frames: VecDeque<Result<(), CaptureError>>,
+    }
+
+    impl FrameSource for Scripted {
+        fn name(&self) -> String {
+            "scripted".into()
+        }
+        fn open(&mut self) -> Result<(), CaptureError> {
+            match self.opens.pop_front() {
+                Some(Ok(())) | None => Ok(()),
+                Some(Err(m)) => Err(CaptureError::Unavailable {
+                    source_name: "scripted".into(),
+                    message: m,
+                }),
+            }
+        }
+        fn next_frame(&mut self) -> Result<RawFrame, CaptureError> {
+            std::thread::sleep(Duration::from_millis(2));
+            match self.frames.pop_front() {
+                Some(Ok(())) => Ok(RawFrame {
+                    image: RgbImage::new(2, 2),
+                    acquired: Instant::now(),
+                    decode: Duration::ZERO,
+                }),
+                Some(Err(e)) => Err(e),
+                None => Err(CaptureError::Ended {
+                    source_name: "scripted".into(),
+                }),
+            }
+        }
+    }
+
+    #[test]
+    fn unplugged_camera_is_reopened_and_errors_are_counted() {
+        let unplug = || {
+            Err(CaptureError::Unavailable {
+                source_name: "s".into(),
+                message: "No such device".into(),
+            })
+        };
+        let corrupt = || {
+            Err(CaptureError::Corrupt {
+                source_name: "s".into(),
+                message: "bad huffman".into(),
+            })
+        };
+        let src = Scripted {
+            opens: VecDeque::from(vec![Err("busy".into()), Ok(()), Err("gone".into()), Ok(())]),
+            frames: VecDeque::from(vec![Ok(()), corrupt(), Ok(()), unplug(), Ok(()), Ok(())]),
+        };
+        let slot = LatestSlot::new();
+        let metrics = Arc::new(Metrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (status, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop);
+        handle.join().expect("capture thread");
+        assert_eq!(metrics.frames_captured.get(), 4);
+        assert_eq!(metrics.frames_corrupt.get(), 1);
+        assert_eq!(metrics.camera_reconnects.get(), 1);
+        let st = status.lock().expect("status").clone();
+        assert_eq!(st.reconnects, 1);
+        assert_eq!(st.state, CameraState::Stopped);
+        assert!(
+            st.last_error.as_deref().is_some_and(|e| e.contains("gone")),
+            "{st:?}"
+        );
+        // The slot was closed when the source ended, after its newest frame.
+        assert!(
+            slot.take(Duration::from_millis(10))
+                .expect("frame left")
+                .is_some()
+        );
+        assert!(slot.take(Duration::from_millis(10)).is_err());
+    }
+}

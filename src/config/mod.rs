@@ -1,0 +1,430 @@
+//! Configuration in two layers: [`RawConfig`] is the TOML file as written (serde, unknown keys
+//! refused), [`Settings`] is what the daemon runs on — paths resolved against the config file's
+//! folder, model files read and checksummed, label maps parsed, thresholds in range. Every
+//! problem is collected and reported together, so a technician fixes a config in one go.
+//! `vitrine validate` and `vitrine serve` go through the same [`Settings::load`].
+
+pub mod model;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::capture::SourceConfig;
+use crate::catalog::IndexParams;
+use crate::recommend::TrackerSettings;
+use crate::vision::geometry::NmsParams;
+use crate::vision::preprocess::ResizeMode;
+use crate::vision::regions::RegionSettings;
+use crate::vision::runtime::{Provider, SessionOptions};
+use model::{DetectorSpec, EmbedderSpec, ModelSpec};
+
+/// The demo configuration shipped at the project root; `vitrine serve` without `--config` uses it.
+pub const DEMO_CONFIG: &str = "vitrine.toml";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {path} has {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    pub camera: SourceConfig,
+    pub detector: RawDetector,
+    #[serde(default)]
+    pub regions: RegionSettings,
+    pub embedder: RawEmbedder,
+    pub catalog: RawCatalog,
+    #[serde(default)]
+    pub recommend: RawRecommend,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Optional separate address for the staff catalog API.
+    #[serde(default)]
+    pub staff_listen: Option<String>,
+    /// Shows the camera image on the display page. Off by default: shoppers' images never leave
+    /// the pipeline unless a technician turns this on.
+    #[serde(default)]
+    pub debug_view: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            staff_listen: None,
+            debug_view: false,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// Path of libonnxruntime.so; else ORT_DYLIB_PATH, else the project's `.runtime/` folder.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    #[serde(default = "default_providers")]
+    pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub require_gpu: bool,
+    #[serde(default)]
+    pub tensorrt_cache: Option<PathBuf>,
+    #[serde(default)]
+    pub intra_threads: usize,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        Self {
+            onnxruntime: None,
+            providers: default_providers(),
+            require_gpu: false,
+            tensorrt_cache: None,
+            intra_threads: 0,
+        }
+    }
+}
+
+fn default_providers() -> Vec<Provider> {
+    vec![Provider::Cpu]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetector {
+    pub model: PathBuf,
+    #[serde(default = "score")]
+    pub score_threshold: f32,
+    #[serde(default = "iou")]
+    pub iou_threshold: f32,
+    #[serde(default = "maxdet")]
+    pub max_detections: usize,
+    #[serde(default)]
+    pub resize: ResizeMode,
+}
+
+fn score() -> f32 {
+    0.4
+}
+fn iou() -> f32 {
+    0.5
+}
+fn maxdet() -> usize {
+    50
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmbedder {
+    pub model: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub index: IndexParams,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecommend {
+    #[serde(default = "topk")]
+    pub top_k: usize,
+    #[serde(default)]
+    pub tracking: TrackerSettings,
+}
+
+impl Default for RawRecommend {
+    fn default() -> Self {
+        Self {
+            top_k: topk(),
+            tracking: TrackerSettings::default(),
+        }
+    }
+}
+
+fn topk() -> usize {
+    6
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// `/readyz` fails when no frame was processed for this long.
+    #[serde(default = "stale")]
+    pub frame_stale_ms: u64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            frame_stale_ms: stale(),
+        }
+    }
+}
+
+fn stale() -> u64 {
+    5000
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub staff_listen: Option<SocketAddr>,
+    pub debug_view: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub library: Option<PathBuf>,
+    pub session: SessionOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectorSettings {
+    pub spec: DetectorSpec,
+    pub nms: NmsParams,
+    pub resize: ResizeMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedderSettings {
+    pub spec: EmbedderSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    pub path: PathBuf,
+    pub index: IndexParams,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecommendSettings {
+    pub top_k: usize,
+    pub tracking: TrackerSettings,
+}
+
+/// Everything the daemon needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_path: PathBuf,
+    pub server: ServerSettings,
+    pub runtime: RuntimeSettings,
+    pub camera: SourceConfig,
+    pub detector: DetectorSettings,
+    pub regions: RegionSettings,
+    pub embedder: EmbedderSettings,
+    pub catalog: CatalogSettings,
+    pub recommend: RecommendSettings,
+    pub frame_stale: std::time::Duration,
+}
+
+/// The config used when none is named: `./vitrine.toml`, else the one in the project checkout the
+/// binary was built from.
+pub fn default_config_path() -> PathBuf {
+    let cwd = PathBuf::from(DEMO_CONFIG);
+    if cwd.is_file() {
+        return cwd;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO_CONFIG)
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            path: path.into(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let raw: RawConfig = toml::from_str(&text)
+            .map_err(|e| fail(vec![e.to_string().trim().replace('\n', "\n    ")]))?;
+        Self::from_raw(raw, path)
+    }
+
+    pub fn from_raw(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut problems: Vec<String> = Vec::new();
+
+        let mut addr = |what: &str, s: &str| match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "server.{what} = '{s}' is not an address:port such as 127.0.0.1:8080"
+                ));
+                None
+            }
+        };
+        let listen = addr("listen", &raw.server.listen);
+        let staff_listen = raw
+            .server
+            .staff_listen
+            .as_deref()
+            .and_then(|s| addr("staff_listen", s));
+        if let (Some(a), Some(b)) = (listen, staff_listen)
+            && a.port() == b.port()
+            && a.port() != 0
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        {
+            problems.push(format!("server.listen ({a}) and server.staff_listen ({b}) clash: give the staff API its own port"));
+        }
+
+        let library = raw.runtime.onnxruntime.as_ref().map(|p| base.join(p));
+        if let Some(l) = library.as_ref().filter(|l| !l.is_file()) {
+            problems.push(format!("runtime.onnxruntime = {} does not exist (run scripts/bootstrap, or point it at a libonnxruntime.so)", l.display()));
+        }
+        if raw.runtime.providers.is_empty() {
+            problems.push("runtime.providers is empty: list at least \"cpu\"".into());
+        }
+        if raw.runtime.require_gpu && !raw.runtime.providers.iter().any(|p| p.is_gpu()) {
+            problems.push("runtime.require_gpu is set but runtime.providers names no GPU provider (\"cuda\" or \"tensorrt\")".into());
+        }
+        let tensorrt_cache = raw.runtime.tensorrt_cache.as_ref().map(|p| base.join(p));
+
+        let mut camera = raw.camera.clone();
+        camera.resolve_paths(base);
+        for p in camera.paths() {
+            if !p.exists() {
+                problems.push(format!("camera path {} does not exist", p.display()));
+            }
+        }
+
+        let d = &raw.detector;
+        if !(d.score_threshold > 0.0 && d.score_threshold <= 1.0) {
+            problems.push(format!(
+                "detector.score_threshold = {} must be in (0, 1]",
+                d.score_threshold
+            ));
+        }
+        if !(d.iou_threshold > 0.0 && d.iou_threshold <= 1.0) {
+            problems.push(format!(
+                "detector.iou_threshold = {} must be in (0, 1]",
+                d.iou_threshold
+            ));
+        }
+        if !(1..=1000).contains(&d.max_detections) {
+            problems.push(format!(
+                "detector.max_detections = {} must be between 1 and 1000",
+                d.max_detections
+            ));
+        }
+        let detector = match ModelSpec::detector(&base.join(&d.model)) {
+            Ok(spec) => Some(spec),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
+        problems.extend(raw.regions.problems());
+        if let Some(spec) = &detector {
+            for label in raw.regions.labels_used() {
+                if spec.labels.id_of(label).is_none() {
+                    let known: Vec<&str> = spec.labels.iter().map(|(_, n)| n).collect();
+                    problems.push(format!(
+                        "regions: label '{label}' is not in the detector's label map {} (it has: {})",
+                        spec.labels.source().display(),
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        let embedder = match ModelSpec::embedder(&base.join(&raw.embedder.model)) {
+            Ok(spec) => Some(spec),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
+        let catalog_path = base.join(&raw.catalog.path);
+        if !catalog_path.join("items.jsonl").is_file() {
+            problems.push(format!(
+                "catalog.path {} holds no items.jsonl (build one with `vitrine catalog build`)",
+                catalog_path.display()
+            ));
+        }
+        problems.extend(raw.catalog.index.problems());
+        if !(1..=50).contains(&raw.recommend.top_k) {
+            problems.push(format!(
+                "recommend.top_k = {} must be between 1 and 50",
+                raw.recommend.top_k
+            ));
+        }
+        problems.extend(raw.recommend.tracking.problems());
+        if raw.health.frame_stale_ms < 100 {
+            problems.push("health.frame_stale_ms must be at least 100".into());
+        }
+
+        match (problems.is_empty(), listen, detector, embedder) {
+            (true, Some(listen), Some(detector), Some(embedder)) => Ok(Settings {
+                config_path: path.into(),
+                server: ServerSettings {
+                    listen,
+                    staff_listen,
+                    debug_view: raw.server.debug_view,
+                },
+                runtime: RuntimeSettings {
+                    library,
+                    session: SessionOptions {
+                        providers: raw.runtime.providers,
+                        require_gpu: raw.runtime.require_gpu,
+                        tensorrt_cache,
+                        intra_threads: raw.runtime.intra_threads,
+                    },
+                },
+                camera,
+                detector: DetectorSettings {
+                    spec: detector,
+                    nms: NmsParams {
+                        score_threshold: d.score_threshold,
+                        iou_threshold: d.iou_threshold,
+                        max_detections: d.max_detections,
+                    },
+                    resize: d.resize,
+                },
+                regions: raw.regions,
+                embedder: EmbedderSettings { spec: embedder },
+                catalog: CatalogSettings {
+                    path: catalog_path,
+                    index: raw.catalog.index,
+                },
+                recommend: RecommendSettings {
+                    top_k: raw.recommend.top_k,
+                    tracking: raw.recommend.tracking,
+                },
+                frame_stale: std::time::Duration::from_millis(raw.health.frame_stale_ms),
+            }),
+            _ => Err(ConfigError {
+                path: path.into(),
+                problems,
+            }),
+        }
+    }
+}

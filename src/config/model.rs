@@ -1,0 +1,286 @@
+//! The per-model TOML files under `models/` (CONTRACTS.md §1): what a model file is, how to feed
+//! it and how to read its outputs. Raw serde types here; [`ModelSpec::load`] turns one into a
+//! checked spec (files exist, checksum matches, label map parses) and reports every problem.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::vision::anchors::AnchorParams;
+use crate::vision::labels::LabelMap;
+use crate::vision::preprocess::InputSpec;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Detector,
+    Embedder,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Contract {
+    #[serde(rename = "ssd-raw")]
+    SsdRaw,
+    #[serde(rename = "tf-od-api")]
+    TfOdApi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreFn {
+    Sigmoid,
+    Softmax,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsdSpec {
+    pub box_encodings: String,
+    pub class_scores: String,
+    pub score_fn: ScoreFn,
+    #[serde(default = "yes")]
+    pub background_class: bool,
+    #[serde(default = "default_scales")]
+    pub box_coder_scales: [f32; 4],
+    pub anchors: AnchorParams,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_scales() -> [f32; 4] {
+    [10.0, 10.0, 5.0, 5.0]
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TfOdApiSpec {
+    pub boxes: String,
+    pub scores: String,
+    pub classes: String,
+    pub num_detections: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedOutputSpec {
+    pub name: String,
+    pub dim: usize,
+    #[serde(default)]
+    pub dynamic_batch: bool,
+}
+
+/// A model TOML as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelFile {
+    pub kind: ModelKind,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub file: PathBuf,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    #[serde(default)]
+    pub contract: Option<Contract>,
+    pub input: InputSpec,
+    #[serde(default)]
+    pub ssd: Option<SsdSpec>,
+    #[serde(default)]
+    pub tf_od_api: Option<TfOdApiSpec>,
+    #[serde(default)]
+    pub output: Option<EmbedOutputSpec>,
+}
+
+/// What a detector's outputs mean.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DetectorContract {
+    SsdRaw(SsdSpec),
+    TfOdApi(TfOdApiSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectorSpec {
+    pub name: String,
+    pub config_path: PathBuf,
+    pub model_path: PathBuf,
+    pub sha256: String,
+    pub labels: LabelMap,
+    pub input: InputSpec,
+    pub contract: DetectorContract,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedderSpec {
+    pub name: String,
+    pub config_path: PathBuf,
+    pub model_path: PathBuf,
+    pub sha256: String,
+    pub input: InputSpec,
+    pub output: EmbedOutputSpec,
+}
+
+#[derive(Debug, Clone)]
+pub enum ModelSpec {
+    Detector(DetectorSpec),
+    Embedder(EmbedderSpec),
+}
+
+/// Hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl ModelSpec {
+    /// Reads and checks a model TOML; every problem found is returned, each naming the file.
+    pub fn load(config_path: &Path) -> Result<ModelSpec, Vec<String>> {
+        let at = |m: String| format!("model config {}: {m}", config_path.display());
+        let text = std::fs::read_to_string(config_path)
+            .map_err(|e| vec![at(format!("cannot read it ({e})"))])?;
+        let raw: RawModelFile =
+            toml::from_str(&text).map_err(|e| vec![at(format!("{}", e.message()))])?;
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        let mut problems: Vec<String> = raw.input.problems().into_iter().map(&at).collect();
+        let model_path = dir.join(&raw.file);
+        let mut sha = String::new();
+        match sha256_file(&model_path) {
+            Err(e) => problems.push(at(format!(
+                "model file {} cannot be read ({e}); restore it (git checkout models/) or re-run models/prepare/prepare.sh",
+                model_path.display()
+            ))),
+            Ok(actual) => {
+                if let Some(expected) = raw.sha256.as_deref().filter(|e| !e.eq_ignore_ascii_case(&actual)) {
+                    problems.push(at(format!(
+                        "model file {} has sha256 {actual} but the config expects {expected}: the file is corrupt or was replaced; \
+                         restore it or update `sha256` if the change is intended",
+                        model_path.display()
+                    )));
+                }
+                sha = actual;
+            }
+        }
+        let name = raw.name.clone().unwrap_or_else(|| {
+            config_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let spec = match raw.kind {
+            ModelKind::Detector => {
+                let labels = match &raw.labels {
+                    None => {
+                        problems.push(at(
+                            "a detector needs `labels` (a .pbtxt or .txt label map)".into()
+                        ));
+                        None
+                    }
+                    Some(l) => LabelMap::load(&dir.join(l))
+                        .map_err(|e| problems.push(at(e.to_string())))
+                        .ok(),
+                };
+                let contract = match (raw.contract, raw.ssd.clone(), raw.tf_od_api.clone()) {
+                    (Some(Contract::SsdRaw), Some(ssd), _) => {
+                        problems.extend(
+                            ssd.anchors
+                                .problems()
+                                .into_iter()
+                                .map(|p| at(format!("[ssd.anchors] {p}"))),
+                        );
+                        Some(DetectorContract::SsdRaw(ssd))
+                    }
+                    (Some(Contract::TfOdApi), _, Some(t)) => Some(DetectorContract::TfOdApi(t)),
+                    (Some(Contract::SsdRaw), None, _) => {
+                        problems.push(at("contract \"ssd-raw\" needs an [ssd] table".into()));
+                        None
+                    }
+                    (Some(Contract::TfOdApi), _, None) => {
+                        problems
+                            .push(at("contract \"tf-od-api\" needs a [tf_od_api] table".into()));
+                        None
+                    }
+                    (None, _, _) => {
+                        problems.push(at(
+                            "a detector needs `contract = \"ssd-raw\"` or `\"tf-od-api\"`".into(),
+                        ));
+                        None
+                    }
+                };
+                match (labels, contract) {
+                    (Some(labels), Some(contract)) if problems.is_empty() => {
+                        Some(ModelSpec::Detector(DetectorSpec {
+                            name,
+                            config_path: config_path.into(),
+                            model_path,
+                            sha256: sha,
+                            labels,
+                            input: raw.input,
+                            contract,
+                        }))
+                    }
+                    _ => None,
+                }
+            }
+            ModelKind::Embedder => match raw.output {
+                None => {
+                    problems.push(at("an embedder needs an [output] table (name, dim)".into()));
+                    None
+                }
+                Some(output) => {
+                    if output.dim == 0 {
+                        problems.push(at("[output] dim must be positive".into()));
+                    }
+                    problems.is_empty().then(|| {
+                        ModelSpec::Embedder(EmbedderSpec {
+                            name,
+                            config_path: config_path.into(),
+                            model_path,
+                            sha256: sha,
+                            input: raw.input,
+                            output,
+                        })
+                    })
+                }
+            },
+        };
+        match spec {
+            Some(s) if problems.is_empty() => Ok(s),
+            _ => Err(problems),
+        }
+    }
+
+    pub fn detector(config_path: &Path) -> Result<DetectorSpec, Vec<String>> {
+        match Self::load(config_path)? {
+            ModelSpec::Detector(d) => Ok(d),
+            ModelSpec::Embedder(_) => Err(vec![format!(
+                "{} describes an embedder, but a detector is needed here",
+                config_path.display()
+            )]),
+        }
+    }
+
+    pub fn embedder(config_path: &Path) -> Result<EmbedderSpec, Vec<String>> {
+        match Self::load(config_path)? {
+            ModelSpec::Embedder(e) => Ok(e),
+            ModelSpec::Detector(_) => Err(vec![format!(
+                "{} describes a detector, but an embedder is needed here",
+                config_path.display()
+            )]),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! # Vitrine
+//!
+//! A camera looks out of the shop window; when a shopper walks past, Vitrine sees what they are
+//! wearing and the storefront display shows similar styles from the store's own catalog.
+//!
+//! # Layout — modules in the order a frame travels
+//!
+//! - [`config`]: the TOML file → validated [`config::Settings`] (every problem reported at once).
+//! - [`capture`]: frame sources (V4L2 camera, replay folder, still image), the supervisor that
+//!   reconnects a camera, and the one-frame slot where capture meets inference.
+//! - [`vision`]: ONNX Runtime loading and providers, the detector (preprocess → run → decode/NMS,
+//!   boxes back in frame pixels), garment regions, the embedder.
+//! - [`catalog`]: items, embeddings and per-group HNSW indexes; an immutable snapshot swapped
+//!   atomically.
+//! - [`recommend`]: shopper tracking, embedding smoothing, stable top-k lists.
+//! - [`pipeline`]: the inference thread that runs the stages above for each frame.
+//! - [`http`]: display, technician and staff routes.
+//! - [`telemetry`]: every metric, declared once.
+//!
+//! [`run`] wires them together: HTTP first (so health answers while models load), then catalog and
+//! models, then the camera; on shutdown readiness fails first and the stages drain in order.
+
+pub mod bench;
+pub mod capture;
+pub mod catalog;
+pub mod config;
+pub mod http;
+pub mod pipeline;
+pub mod recommend;
+pub mod telemetry;
+pub mod vision;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::capture::{CaptureError, LatestSlot};
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Settings;
+use crate::http::{AppState, Readiness};
+use crate::recommend::Recommendations;
+use crate::telemetry::Metrics;
+use crate::vision::ModelError;
+
+/// How long in-flight requests and stages get to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(
+        "cannot listen on {addr}: {source}. Is another vitrine (or another program) using it? Pick another port with --listen or server.listen"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Hooks the binary gives the daemon: where it listens, and the moments systemd cares about.
+pub struct Hooks {
+    /// Called once the server listens, with its address (port 0 resolved).
+    pub on_listen: Box<dyn FnOnce(SocketAddr) + Send>,
+    /// Called once models are warm and the catalog is loaded.
+    pub on_ready: Box<dyn FnOnce() + Send>,
+    /// Called after every processed frame (the systemd watchdog is fed from here).
+    pub on_frame: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            on_listen: Box::new(|_| {}),
+            on_ready: Box::new(|| {}),
+            on_frame: Arc::new(|| {}),
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+    hooks: Hooks,
+) -> Result<(), DaemonError> {
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(settings.server.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: settings.server.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DaemonError::Bind {
+        addr: settings.server.listen,
+        source,
+    })?;
+
+    let readiness = Arc::new(Readiness::default());
+    let (publish, recommendations) = watch::channel(Arc::new(Recommendations::default()));
+    let slot = LatestSlot::new();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // The catalog snapshot starts empty so the HTTP server can come up before it is loaded.
+    let empty = Catalog::from_items(
+        "none".into(),
+        settings.catalog.path.clone(),
+        vec![],
+        vec![],
+        settings.embedder.spec.output.dim,
+        None,
+        &settings.catalog.index,
+    );
+    let catalog: catalog::SharedCatalog = Arc::new(arc_swap::ArcSwap::from_pointee(empty));
+    let camera_status = Arc::new(std::sync::Mutex::new(capture::CameraStatus {
+        source: "not started".into(),
+        state: capture::CameraState::Opening,
+        last_error: None,
+        reconnects: 0,
+        last_frame: None,
+        last_frame_at: None,
+    }));
+    let providers = Arc::new(RwLock::new(Vec::new()));
+    let state = AppState {
+        recommendations,
+        metrics: metrics.clone(),
+        camera: camera_status.clone(),
+        catalog: catalog.clone(),
+        readiness: readiness.clone(),
+        providers: providers.clone(),
+        frame_stale: settings.frame_stale,
+        started: Instant::now(),
+    };
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = http::router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop_rx.await;
+            })
+            .await
+    });
+    (hooks.on_listen)(addr);
+
+    // Catalog and models load in parallel: the index build runs on the blocking pool while the
+    // inference thread builds and warms its sessions.
+    let cat_settings = settings.clone();
+    let catalog_task = tokio::task::spawn_blocking(move || {
+        let spec = &cat_settings.embedder.spec;
+        Catalog::load(
+            &cat_settings.catalog.path,
+            Some((spec.output.dim, spec.sha256.as_str())),
+            &cat_settings.catalog.index,
+        )
+    });
+    let (engine_tx, engine_rx) = tokio::sync::oneshot::channel();
+    let engine_settings = settings.clone();
+    let engine_catalog = catalog.clone();
+    let inference = {
+        let (slot, metrics, stop, readiness, on_frame) = (
+            slot.clone(),
+            metrics.clone(),
+            stop.clone(),
+            readiness.clone(),
+            hooks.on_frame.clone(),
+        );
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(
+                move || match pipeline::Engine::build(&engine_settings, engine_catalog) {
+                    Err(e) => {
+                        let _ = engine_tx.send(Err(e));
+                    }
+                    Ok(engine) => {
+                        let _ = engine_tx.send(Ok(engine.providers()));
+                        let beat: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                            readiness.beat();
+                            on_frame();
+                        });
+                        pipeline::run_loop(engine, slot, publish, metrics, beat, stop);
+                    }
+                },
+            )
+            .map_err(|e| DaemonError::Internal(format!("cannot start the inference thread: {e}")))?
+    };
+    let loaded = catalog_task
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let engine = engine_rx
+        .await
+        .map_err(|_| DaemonError::Internal("the inference thread ended during start-up".into()));
+    let fail = |e: DaemonError, slot: &LatestSlot| {
+        slot.close();
+        e
+    };
+    let loaded = loaded.map_err(|e| fail(e.into(), &slot))?;
+    let reports = engine?.map_err(|e| fail(e.into(), &slot))?;
+    for r in &reports {
+        tracing::info!(model = %r.model, provider = %r.in_use, warmup_ms = format!("{:.0}", r.warmup_ms), "model ready");
+    }
+    *metrics.providers.lock().unwrap_or_else(|p| p.into_inner()) = reports
+        .iter()
+        .map(|r| (r.model.clone(), r.in_use.clone()))
+        .collect();
+    *providers.write().unwrap_or_else(|p| p.into_inner()) = reports;
+    metrics.catalog_items.set(loaded.items.len() as f64);
+    *metrics
+        .catalog_version
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = loaded.version.clone();
+    tracing::info!(version = %loaded.version, items = loaded.items.len(), "catalog loaded");
+    catalog.store(Arc::new(loaded));
+    readiness.catalog.store(true, Ordering::Relaxed);
+    readiness.models.store(true, Ordering::Relaxed);
+
+    let source = settings.camera.build().map_err(|e| fail(e.into(), &slot))?;
+    let (status, capture) =
+        capture::supervisor::spawn(source, slot.clone(), metrics.clone(), stop.clone());
+    {
+        let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        *camera_status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+    // Mirror the supervisor's status into the handle the HTTP state holds.
+    let mirror = {
+        let (status, camera_status, stop) = (status.clone(), camera_status.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                *camera_status.lock().unwrap_or_else(|p| p.into_inner()) = s;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    (hooks.on_ready)();
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    readiness.shutting_down.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = capture.join();
+        let _ = inference.join();
+    });
+    if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
+        tracing::warn!("stages did not stop within {DRAIN_TIMEOUT:?}; exiting anyway");
+    }
+    mirror.abort();
+    let _ = http_stop_tx.send(());
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(DaemonError::Internal(format!("HTTP server: {e}"))),
+        Ok(Err(e)) => Err(DaemonError::Internal(format!("HTTP server task: {e}"))),
+        Err(_) => {
+            tracing::warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Builds both models as `serve` would (checks the graphs against their configs and label maps,
+/// warms them up) and reports every failure, for `vitrine validate`.
+pub fn check_models(settings: &Settings) -> Result<(), config::ConfigError> {
+    let mut problems = Vec::new();
+    let lib = settings.runtime.library.as_deref();
+    if let Err(e) = vision::detector::Detector::build(
+        &settings.detector.spec,
+        &settings.runtime.session,
+        lib,
+        settings.detector.nms,
+        settings.detector.resize,
+    ) {
+        problems.push(e.to_string());
+    }
+    if let Err(e) =
+        vision::embedder::Embedder::build(&settings.embedder.spec, &settings.runtime.session, lib)
+    {
+        problems.push(e.to_string());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(config::ConfigError {
+            path: settings.config_path.clone(),
+            problems,
+        })
+    }
+}
+
+/// One JSON line per image: `{"image", "width", "height", "boxes": [{label, score, bbox}]}`.
+pub fn detect_images(
+    settings: &Settings,
+    images: &[std::path::PathBuf],
+    out: &mut dyn std::io::Write,
+) -> Result<(), DaemonError> {
+    let mut det = vision::detector::Detector::build(
+        &settings.detector.spec,
+        &settings.runtime.session,
+        settings.runtime.library.as_deref(),
+        settings.detector.nms,
+        settings.detector.resize,
+    )?;
+    for path in images {
+        let img = image::open(path)
+            .map_err(|e| {
+                DaemonError::Internal(format!("cannot decode image {}: {e}", path.display()))
+            })?
+            .into_rgb8();
+        let dets = det.detect(&img)?;
+        let boxes: Vec<serde_json::Value> =
+            dets.iter().map(|d| serde_json::json!({ "label": d.label, "score": d.score, "bbox": <[f32; 4]>::from(d.bbox) })).collect();
+        let line = serde_json::json!({ "image": path.display().to_string(), "width": img.width(), "height": img.height(), "boxes": boxes });
+        writeln!(out, "{line}").map_err(|e| DaemonError::Internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `vitrine catalog build` with the configured embedder.
+pub fn build_catalog(
+    settings: &Settings,
+    images: &std::path::Path,
+    meta: &std::path::Path,
+    out: &std::path::Path,
+    version: &str,
+) -> Result<usize, DaemonError> {
+    let mut emb = vision::embedder::Embedder::build(
+        &settings.embedder.spec,
+        &settings.runtime.session,
+        settings.runtime.library.as_deref(),
+    )?;
+    Ok(catalog::build::build_catalog(
+        &mut emb,
+        images,
+        meta,
+        out,
+        version,
+        |done, total| {
+            if done % 50 == 0 || done == total {
+                eprintln!("embedded {done}/{total}");
+            }
+        },
+    )?)
+}

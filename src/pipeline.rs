@@ -1,0 +1,272 @@
+//! The inference stage: one thread that owns the ONNX sessions and turns each frame taken from
+//! the [`LatestSlot`] into published [`Recommendations`].
+//!
+//! Per frame: detect → garment regions per shopper → tracker → embed the garments that need it
+//! (one batch) → search the active catalog → publish on a `watch` channel, which keeps only the
+//! newest value, the right semantics for a display. The sessions are built on this thread and
+//! never leave it (`Session::run` needs `&mut`), so HTTP handlers never wait on a model.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::capture::{Frame, LatestSlot};
+use crate::catalog::{Catalog, SharedCatalog};
+use crate::config::Settings;
+use crate::recommend::{GarmentRec, ItemRec, Recommendations, ShopperRec, Tracker};
+use crate::telemetry::{Metrics, Stage};
+use crate::vision::detector::{DetectTiming, Detector};
+use crate::vision::embedder::Embedder;
+use crate::vision::regions::{RegionSettings, shoppers};
+use crate::vision::{ModelError, ProviderReport};
+
+/// Where one frame's time went, for `vitrine bench` and the stage histograms.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameTiming {
+    pub decode: Duration,
+    pub detect: DetectTiming,
+    /// Cropping, resizing and the embedder run.
+    pub embed: Duration,
+    /// The part of `embed` spent inside ONNX Runtime.
+    pub embed_inference: Duration,
+    pub search: Duration,
+    pub publish: Duration,
+    pub crops: usize,
+    pub reused: usize,
+}
+
+impl FrameTiming {
+    pub fn inference(&self) -> Duration {
+        self.detect.inference + self.embed_inference
+    }
+    pub fn total(&self) -> Duration {
+        self.decode
+            + self.detect.preprocess
+            + self.detect.inference
+            + self.detect.postprocess
+            + self.embed
+            + self.search
+            + self.publish
+    }
+}
+
+/// Everything the inference thread owns.
+pub struct Engine {
+    pub detector: Detector,
+    pub embedder: Embedder,
+    regions: RegionSettings,
+    tracker: Tracker,
+    catalog: SharedCatalog,
+    /// The catalog the tracker's lists refer to; a swap invalidates them.
+    catalog_seen: Option<Arc<Catalog>>,
+    top_k: usize,
+    ef: usize,
+    image_base: String,
+}
+
+impl Engine {
+    pub fn build(settings: &Settings, catalog: SharedCatalog) -> Result<Self, ModelError> {
+        let detector = Detector::build(
+            &settings.detector.spec,
+            &settings.runtime.session,
+            settings.runtime.library.as_deref(),
+            settings.detector.nms,
+            settings.detector.resize,
+        )?;
+        let embedder = Embedder::build(
+            &settings.embedder.spec,
+            &settings.runtime.session,
+            settings.runtime.library.as_deref(),
+        )?;
+        Ok(Self {
+            detector,
+            embedder,
+            regions: settings.regions.clone(),
+            tracker: Tracker::new(settings.recommend.tracking.clone()),
+            catalog,
+            catalog_seen: None,
+            top_k: settings.recommend.top_k,
+            ef: settings.catalog.index.ef_search,
+            image_base: "/catalog/images/".into(),
+        })
+    }
+
+    pub fn providers(&self) -> Vec<ProviderReport> {
+        vec![
+            self.detector.provider().clone(),
+            self.embedder.provider().clone(),
+        ]
+    }
+
+    /// Runs one frame through every stage and returns what to publish.
+    pub fn process(&mut self, frame: &Frame) -> Result<(Recommendations, FrameTiming), ModelError> {
+        let mut timing = FrameTiming {
+            decode: frame.decode,
+            ..Default::default()
+        };
+        let (dets, dt) = self.detector.detect_timed(&frame.image)?;
+        timing.detect = dt;
+
+        let t = Instant::now();
+        let now = Instant::now();
+        self.tracker.update(shoppers(&dets, &self.regions), now);
+        let (requests, reused) = self.tracker.embed_requests(now);
+        let (w, h) = (frame.image.width(), frame.image.height());
+        let mut rects = Vec::with_capacity(requests.len());
+        let mut owners = Vec::with_capacity(requests.len());
+        for (ti, gi, b) in requests {
+            if let Some(r) = b.crop_rect(w, h) {
+                rects.push(r);
+                owners.push((ti, gi));
+            }
+        }
+        let before = self.embedder.inference_time();
+        let vectors = self.embedder.embed(&frame.image, &rects)?;
+        for ((ti, gi), v) in owners.into_iter().zip(vectors) {
+            self.tracker.set_embedding(ti, gi, v, now);
+        }
+        timing.embed = t.elapsed();
+        timing.embed_inference = self.embedder.inference_time() - before;
+        timing.crops = rects.len();
+        timing.reused = reused;
+
+        let t = Instant::now();
+        let catalog = self.catalog.load_full();
+        if !self
+            .catalog_seen
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &catalog))
+        {
+            self.tracker.reset_lists();
+            self.catalog_seen = Some(catalog.clone());
+        }
+        let searches: Vec<_> = self
+            .tracker
+            .dirty()
+            .map(|(ti, gi, group, e)| (ti, gi, catalog.search(group, e, self.top_k, self.ef)))
+            .collect();
+        for (ti, gi, hits) in searches {
+            self.tracker.offer(ti, gi, hits);
+        }
+        timing.search = t.elapsed();
+
+        let t = Instant::now();
+        let recs = self.snapshot(frame, &catalog);
+        timing.publish = t.elapsed();
+        Ok((recs, timing))
+    }
+
+    fn snapshot(&self, frame: &Frame, catalog: &Catalog) -> Recommendations {
+        let shoppers = self
+            .tracker
+            .tracks()
+            .iter()
+            .map(|t| ShopperRec {
+                track_id: t.id,
+                bbox: t.bbox,
+                in_view: t.in_view,
+                garments: t
+                    .garments
+                    .iter()
+                    .map(|g| GarmentRec {
+                        group: g.group.clone(),
+                        kind: g.kind.clone(),
+                        bbox: g.bbox,
+                        items: g
+                            .shown
+                            .iter()
+                            .filter(|h| h.item < catalog.items.len())
+                            .map(|h| {
+                                let it = catalog.item(h.item);
+                                ItemRec {
+                                    id: it.id.clone(),
+                                    name: it.name.clone(),
+                                    category: it.category.clone(),
+                                    price: it.price,
+                                    currency: it.currency.clone(),
+                                    image: format!(
+                                        "{}{}",
+                                        self.image_base,
+                                        it.image.trim_start_matches("images/")
+                                    ),
+                                    similarity: h.similarity,
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Recommendations {
+            frame_seq: frame.seq,
+            frame_width: frame.image.width(),
+            frame_height: frame.image.height(),
+            captured_at: humantime::format_rfc3339_millis(frame.captured_at).to_string(),
+            published_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            latency_ms: frame.captured.elapsed().as_secs_f64() * 1e3,
+            catalog_version: catalog.version.clone(),
+            shoppers,
+        }
+    }
+}
+
+/// Records one frame's timings in the stage histograms.
+pub fn record(metrics: &Metrics, t: &FrameTiming, frame: &Frame) {
+    metrics
+        .stage(Stage::Decode)
+        .observe(t.decode + t.detect.preprocess);
+    metrics
+        .stage(Stage::Detect)
+        .observe(t.detect.inference + t.detect.postprocess);
+    metrics.stage(Stage::Embed).observe(t.embed);
+    metrics.stage(Stage::Search).observe(t.search);
+    metrics.stage(Stage::Publish).observe(t.publish);
+    metrics
+        .frame_to_publish_seconds
+        .observe(frame.captured.elapsed());
+    metrics.crops_embedded.add(t.crops as u64);
+    metrics.embeddings_reused.add(t.reused as u64);
+    metrics.frames_processed.inc();
+}
+
+/// The inference loop: takes frames until the slot closes, publishes each result.
+pub fn run_loop(
+    mut engine: Engine,
+    slot: Arc<LatestSlot>,
+    publish: watch::Sender<Arc<Recommendations>>,
+    metrics: Arc<Metrics>,
+    heartbeat: Arc<dyn Fn() + Send + Sync>,
+    stop: Arc<AtomicBool>,
+) {
+    loop {
+        let frame = match slot.take(Duration::from_millis(500)) {
+            Err(()) => break,
+            Ok(None) => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
+            }
+            Ok(Some(f)) => f,
+        };
+        match engine.process(&frame) {
+            Ok((recs, timing)) => {
+                let t = Instant::now();
+                metrics
+                    .shoppers_in_view
+                    .set(recs.shoppers.iter().filter(|s| s.in_view).count() as f64);
+                publish.send_replace(Arc::new(recs));
+                let mut timing = timing;
+                timing.publish += t.elapsed();
+                record(&metrics, &timing, &frame);
+                heartbeat();
+            }
+            Err(e) => {
+                metrics.pipeline_errors.inc();
+                tracing::error!(error = %e, seq = frame.seq, "frame failed");
+            }
+        }
+    }
+}

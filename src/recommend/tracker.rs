@@ -1,0 +1,449 @@
+//! The shopper tracker: greedy IoU association, per-garment embedding state, and the hysteresis
+//! that keeps a garment's list steady.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Hit;
+use crate::vision::embedder::l2_normalise;
+use crate::vision::geometry::PixelBox;
+use crate::vision::regions::{RegionSource, ShopperRegions};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSettings {
+    /// Minimum IoU between a track's last box and a new detection to be the same shopper.
+    #[serde(default = "iou")]
+    pub match_iou: f32,
+    /// A shopper out of view this long is forgotten.
+    #[serde(default = "timeout", with = "millis")]
+    pub timeout_ms: Duration,
+    /// Weight of a new embedding in the moving average (1 = no smoothing).
+    #[serde(default = "alpha")]
+    pub smoothing: f32,
+    /// Re-embed a garment whose box overlaps the box it was last embedded at by less than this.
+    #[serde(default = "reembed")]
+    pub reembed_iou: f32,
+    /// Re-embed a garment at least this often even when it stands still.
+    #[serde(default = "refresh", with = "millis")]
+    pub refresh_ms: Duration,
+    /// Updates a different list must win in a row before the display switches to it.
+    #[serde(default = "confirm")]
+    pub confirm_updates: u32,
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+fn iou() -> f32 {
+    0.3
+}
+fn timeout() -> Duration {
+    Duration::from_millis(1500)
+}
+fn alpha() -> f32 {
+    0.5
+}
+fn reembed() -> f32 {
+    0.6
+}
+fn refresh() -> Duration {
+    Duration::from_millis(1000)
+}
+fn confirm() -> u32 {
+    2
+}
+
+impl Default for TrackerSettings {
+    fn default() -> Self {
+        Self {
+            match_iou: iou(),
+            timeout_ms: timeout(),
+            smoothing: alpha(),
+            reembed_iou: reembed(),
+            refresh_ms: refresh(),
+            confirm_updates: confirm(),
+        }
+    }
+}
+
+impl TrackerSettings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (name, v) in [
+            ("match_iou", self.match_iou),
+            ("reembed_iou", self.reembed_iou),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                p.push(format!("recommend.{name} = {v} must be between 0 and 1"));
+            }
+        }
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            p.push(format!(
+                "recommend.smoothing = {} must be in (0, 1]",
+                self.smoothing
+            ));
+        }
+        if self.confirm_updates == 0 {
+            p.push("recommend.confirm_updates must be at least 1".into());
+        }
+        p
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GarmentTrack {
+    pub group: String,
+    pub kind: Option<String>,
+    pub bbox: PixelBox,
+    pub embedding: Option<Vec<f32>>,
+    embedded_bbox: Option<PixelBox>,
+    embedded_at: Option<Instant>,
+    /// Set when the embedding changed and the list must be searched again.
+    pub dirty: bool,
+    /// The list on display.
+    pub shown: Vec<Hit>,
+    pending: Option<(Vec<usize>, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub id: u64,
+    pub bbox: PixelBox,
+    pub last_seen: Instant,
+    pub in_view: bool,
+    pub garments: Vec<GarmentTrack>,
+}
+
+/// A garment that needs a (new) embedding: `(track index, garment index, crop box)`.
+pub type EmbedRequest = (usize, usize, PixelBox);
+
+#[derive(Debug)]
+pub struct Tracker {
+    settings: TrackerSettings,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(settings: TrackerSettings) -> Self {
+        Self {
+            settings,
+            tracks: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    /// Associates this frame's shoppers with tracks, starts new tracks, forgets old ones.
+    pub fn update(&mut self, shoppers: Vec<ShopperRegions>, now: Instant) {
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (ti, t) in self.tracks.iter().enumerate() {
+            for (si, s) in shoppers.iter().enumerate() {
+                let iou = t.bbox.iou(&s.bbox);
+                if iou >= self.settings.match_iou {
+                    pairs.push((iou, ti, si));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut track_of: Vec<Option<usize>> = vec![None; shoppers.len()];
+        let mut taken = vec![false; self.tracks.len()];
+        for (_, ti, si) in pairs {
+            if !taken[ti] && track_of[si].is_none() {
+                taken[ti] = true;
+                track_of[si] = Some(ti);
+            }
+        }
+        for t in &mut self.tracks {
+            t.in_view = false;
+        }
+        for (si, s) in shoppers.into_iter().enumerate() {
+            match track_of[si] {
+                Some(ti) => {
+                    let t = &mut self.tracks[ti];
+                    t.bbox = s.bbox;
+                    t.last_seen = now;
+                    t.in_view = true;
+                    merge_garments(&mut t.garments, s);
+                }
+                None => {
+                    let mut garments = Vec::new();
+                    let bbox = s.bbox;
+                    merge_garments(&mut garments, s);
+                    self.tracks.push(Track {
+                        id: self.next_id,
+                        bbox,
+                        last_seen: now,
+                        in_view: true,
+                        garments,
+                    });
+                    self.next_id += 1;
+                }
+            }
+        }
+        let timeout = self.settings.timeout_ms;
+        self.tracks
+            .retain(|t| now.duration_since(t.last_seen) <= timeout);
+    }
+
+    /// Garments of shoppers in view whose embedding is missing, stale, or taken at a box that has
+    /// since moved too far.
+    pub fn embed_requests(&self, now: Instant) -> (Vec<EmbedRequest>, usize) {
+        let mut out = Vec::new();
+        let mut reused = 0;
+        for (ti, t) in self.tracks.iter().enumerate().filter(|(_, t)| t.in_view) {
+            for (gi, g) in t.garments.iter().enumerate() {
+                let stale = match (g.embedded_bbox, g.embedded_at) {
+                    (Some(b), Some(at)) => {
+                        b.iou(&g.bbox) < self.settings.reembed_iou
+                            || now.duration_since(at) >= self.settings.refresh_ms
+                    }
+                    _ => true,
+                };
+                if stale {
+                    out.push((ti, gi, g.bbox));
+                } else {
+                    reused += 1;
+                }
+            }
+        }
+        (out, reused)
+    }
+
+    /// Folds a fresh embedding into the garment's moving average.
+    pub fn set_embedding(&mut self, ti: usize, gi: usize, mut v: Vec<f32>, now: Instant) {
+        let a = self.settings.smoothing;
+        let g = &mut self.tracks[ti].garments[gi];
+        if let Some(old) = &g.embedding
+            && old.len() == v.len()
+        {
+            for (n, o) in v.iter_mut().zip(old) {
+                *n = a * *n + (1.0 - a) * o;
+            }
+            l2_normalise(&mut v);
+        }
+        g.embedding = Some(v);
+        g.embedded_bbox = Some(g.bbox);
+        g.embedded_at = Some(now);
+        g.dirty = true;
+    }
+
+    /// Garments whose list must be searched again: `(track, garment, group, embedding)`.
+    pub fn dirty(&self) -> impl Iterator<Item = (usize, usize, &str, &[f32])> {
+        self.tracks.iter().enumerate().flat_map(|(ti, t)| {
+            t.garments
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.dirty)
+                .filter_map(move |(gi, g)| {
+                    g.embedding
+                        .as_deref()
+                        .map(|e| (ti, gi, g.group.as_str(), e))
+                })
+        })
+    }
+
+    /// Offers a fresh search result. The display switches only when a different list wins
+    /// `confirm_updates` times in a row; the same list just refreshes its similarities.
+    pub fn offer(&mut self, ti: usize, gi: usize, hits: Vec<Hit>) {
+        let confirm = self.settings.confirm_updates;
+        let g = &mut self.tracks[ti].garments[gi];
+        g.dirty = false;
+        let ids: Vec<usize> = hits.iter().map(|h| h.item).collect();
+        let shown: Vec<usize> = g.shown.iter().map(|h| h.item).collect();
+        if g.shown.is_empty() || ids == shown || confirm <= 1 {
+            g.shown = hits;
+            g.pending = None;
+            return;
+        }
+        let count = match &g.pending {
+            Some((p, n)) if *p == ids => n + 1,
+            _ => 1,
+        };
+        if count >= confirm {
+            g.shown = hits;
+            g.pending = None;
+        } else {
+            g.pending = Some((ids, count));
+        }
+    }
+
+    /// Forgets every list (after a catalog swap, item positions mean something else).
+    pub fn reset_lists(&mut self) {
+        for g in self.tracks.iter_mut().flat_map(|t| t.garments.iter_mut()) {
+            g.shown.clear();
+            g.pending = None;
+            g.dirty = g.embedding.is_some();
+        }
+    }
+}
+
+/// Takes this frame's regions into a track's garments, keeping each garment's state when a
+/// region of the same group (the nearest one, for two shoes) is still there.
+fn merge_garments(garments: &mut Vec<GarmentTrack>, s: ShopperRegions) {
+    let mut next: Vec<GarmentTrack> = Vec::with_capacity(s.regions.len());
+    for r in s.regions {
+        let kind = match &r.source {
+            RegionSource::Detection { label, .. } => Some(label.clone()),
+            RegionSource::Layout => None,
+        };
+        let best = garments
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.group == r.group)
+            .max_by(|a, b| a.1.bbox.iou(&r.bbox).total_cmp(&b.1.bbox.iou(&r.bbox)))
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut g = garments.swap_remove(i);
+                g.bbox = r.bbox;
+                g.kind = kind;
+                next.push(g);
+            }
+            None => next.push(GarmentTrack {
+                group: r.group,
+                kind,
+                bbox: r.bbox,
+                embedding: None,
+                embedded_bbox: None,
+                embedded_at: None,
+                dirty: false,
+                shown: Vec::new(),
+                pending: None,
+            }),
+        }
+    }
+    *garments = next;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::regions::Region;
+
+    fn shopper(x: f32) -> ShopperRegions {
+        let b = PixelBox {
+            xmin: x,
+            ymin: 0.0,
+            xmax: x + 100.0,
+            ymax: 300.0,
+        };
+        ShopperRegions {
+            bbox: b,
+            score: 0.9,
+            regions: vec![Region {
+                group: "top".into(),
+                bbox: PixelBox { ymax: 150.0, ..b },
+                source: RegionSource::Layout,
+            }],
+        }
+    }
+
+    fn hits(ids: &[usize]) -> Vec<Hit> {
+        ids.iter()
+            .map(|&item| Hit {
+                item,
+                similarity: 0.9,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shoppers_keep_their_id_while_they_move_and_expire_after_the_timeout() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        t.update(vec![shopper(0.0), shopper(500.0)], t0);
+        let ids: Vec<u64> = t.tracks().iter().map(|t| t.id).collect();
+        t.update(
+            vec![shopper(510.0), shopper(10.0)],
+            t0 + Duration::from_millis(100),
+        );
+        assert_eq!(
+            t.tracks().iter().map(|t| t.id).collect::<Vec<_>>(),
+            ids,
+            "same people, same ids"
+        );
+        assert!((t.tracks()[0].bbox.xmin - 10.0).abs() < 1e-6);
+        t.update(vec![shopper(20.0)], t0 + Duration::from_millis(200));
+        assert_eq!(
+            t.tracks().len(),
+            2,
+            "the one out of view is kept until the timeout"
+        );
+        assert!(!t.tracks()[1].in_view);
+        t.update(vec![shopper(30.0)], t0 + Duration::from_millis(2000));
+        assert_eq!(t.tracks().len(), 1);
+        t.update(vec![shopper(1000.0)], t0 + Duration::from_millis(2100));
+        assert_eq!(
+            t.tracks().last().map(|t| t.id),
+            Some(3),
+            "ids are never reused"
+        );
+    }
+
+    /// Issue 7's cache: a garment standing still keeps its embedding until the refresh interval;
+    /// one that moved away from where it was embedded is re-embedded at once.
+    #[test]
+    fn cached_embeddings_are_refreshed_when_the_garment_moves_or_ages() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        t.update(vec![shopper(0.0)], t0);
+        let (req, reused) = t.embed_requests(t0);
+        assert_eq!((req.len(), reused), (1, 0));
+        t.set_embedding(0, 0, vec![1.0, 0.0], t0);
+        t.update(vec![shopper(5.0)], t0 + Duration::from_millis(100));
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(100)),
+            (vec![], 1),
+            "barely moved: reused"
+        );
+        t.update(vec![shopper(60.0)], t0 + Duration::from_millis(200));
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(200)).0.len(),
+            1,
+            "moved: re-embedded"
+        );
+        t.set_embedding(0, 0, vec![0.0, 1.0], t0 + Duration::from_millis(200));
+        let e = t.tracks()[0].garments[0]
+            .embedding
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            (e[0] - e[1]).abs() < 1e-6 && (e[0] - 0.70710677).abs() < 1e-5,
+            "smoothed and normalised: {e:?}"
+        );
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(1300)).0.len(),
+            1,
+            "aged: re-embedded"
+        );
+    }
+
+    #[test]
+    fn the_list_switches_only_after_a_confirmed_change() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        t.update(vec![shopper(0.0)], Instant::now());
+        t.offer(0, 0, hits(&[1, 2, 3]));
+        t.offer(0, 0, hits(&[4, 5, 6]));
+        assert_eq!(
+            t.tracks()[0].garments[0].shown,
+            hits(&[1, 2, 3]),
+            "one outlier does not flip the display"
+        );
+        t.offer(0, 0, hits(&[4, 5, 6]));
+        assert_eq!(t.tracks()[0].garments[0].shown, hits(&[4, 5, 6]));
+    }
+}

@@ -1,0 +1,665 @@
+//! The detector adapter: preprocess → run → postprocess for both output contracts.
+//!
+//! `ssd-raw` gets anchors (generated once in `build`), box decoding, sigmoid/softmax scores and
+//! per-class NMS here in Rust; `tf-od-api` has all of that in the graph and we only read its four
+//! outputs. Either way boxes leave in the original frame's pixels, mapped by the frame's own
+//! [`ResizeRecord`]. Shapes, names and the class count are checked against the loaded graph in
+//! [`Detector::build`]; a mismatch is a start-up error, never a silently shifted label.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use ort::session::Session;
+use ort::value::TensorRef;
+use serde::{Deserialize, Serialize};
+
+use super::anchors::{Anchor, decode};
+use super::geometry::{Candidate, NmsParams, NormBox, PixelBox, per_class_nms};
+use super::preprocess::{DType, Preprocessor, ResizeMode, ResizeRecord, TensorSlot};
+use super::runtime::{self, SessionOptions};
+use super::{ModelError, ProviderReport};
+use crate::config::model::{DetectorContract, DetectorSpec, ScoreFn};
+
+/// One detection in the original frame's pixels; the JSON form of `vitrine detect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub label: String,
+    pub class_id: u32,
+    pub score: f32,
+    pub bbox: PixelBox,
+}
+
+/// Where the time of one `detect` went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DetectTiming {
+    pub preprocess: Duration,
+    pub inference: Duration,
+    pub postprocess: Duration,
+}
+
+pub struct Detector {
+    spec: DetectorSpec,
+    session: Session,
+    anchors: Vec<Anchor>,
+    /// Score columns of the model (including background when it has one).
+    columns: usize,
+    params: NmsParams,
+    resize: ResizeMode,
+    pre: Preprocessor,
+    input_f32: Vec<f32>,
+    input_u8: Vec<u8>,
+    report: ProviderReport,
+}
+
+/// Static dimensions of a graph outlet (`-1` for dynamic ones).
+fn outlet_shape(session: &Session, name: &str, inputs: bool) -> Option<Vec<i64>> {
+    let list = if inputs {
+        session.inputs()
+    } else {
+        session.outputs()
+    };
+    list.iter().find(|o| o.name() == name).and_then(|o| {
+        o.dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+    })
+}
+
+fn names(session: &Session, inputs: bool) -> String {
+    let list = if inputs {
+        session.inputs()
+    } else {
+        session.outputs()
+    };
+    list.iter()
+        .map(|o| o.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Builds a session for `spec`, checks the image input against it and returns the session.
+pub(crate) fn open_session(
+    env: &ort::environment::Environment,
+    model_path: &Path,
+    config_path: &Path,
+    input: &super::preprocess::InputSpec,
+    opts: &SessionOptions,
+    profile: &Path,
+) -> Result<runtime::BuiltSession, ModelError> {
+    let built =
+        runtime::build_session(env, model_path, opts, Some(profile)).map_err(|message| {
+            if message.contains("no execution provider could run") && !opts.require_gpu {
+                ModelError::Load {
+                    path: model_path.into(),
+                    message,
+                }
+            } else {
+                ModelError::Provider(message)
+            }
+        })?;
+    let mismatch = |message: String| ModelError::Mismatch {
+        path: model_path.into(),
+        config: config_path.into(),
+        message,
+    };
+    let Some(shape) = outlet_shape(&built.session, &input.name, true) else {
+        return Err(mismatch(format!(
+            "the graph has no input '{}' (its inputs: {})",
+            input.name,
+            names(&built.session, true)
+        )));
+    };
+    let expect = input.shape(1);
+    if shape.len() != 4 {
+        return Err(mismatch(format!(
+            "input '{}' has rank {} but an image input needs rank 4",
+            input.name,
+            shape.len()
+        )));
+    }
+    for (axis, (&got, &want)) in shape.iter().zip(expect.iter()).enumerate().skip(1) {
+        if got >= 0 && got as usize != want {
+            return Err(mismatch(format!(
+                "input '{}' has shape {shape:?} but the config ({:?} {}×{}) implies {expect:?} (axis {axis} differs)",
+                input.name, input.layout, input.width, input.height
+            )));
+        }
+    }
+    let want_ty = match input.dtype {
+        DType::F32 => ort::value::TensorElementType::Float32,
+        DType::U8 => ort::value::TensorElementType::Uint8,
+    };
+    let got_ty = built
+        .session
+        .inputs()
+        .iter()
+        .find(|o| o.name() == input.name)
+        .and_then(|o| o.dtype().tensor_type());
+    if got_ty.is_some_and(|t| t != want_ty) {
+        return Err(mismatch(format!(
+            "input '{}' takes {got_ty:?} but the config says {:?}",
+            input.name, input.dtype
+        )));
+    }
+    Ok(built)
+}
+
+/// Ends the warm-up profile and works out which provider really ran the model.
+pub(crate) fn finish_profile(
+    session: &mut Session,
+    model: &str,
+    built_registered: runtime::Provider,
+    skipped: Vec<String>,
+    opts: &SessionOptions,
+    warmup: Duration,
+) -> Result<ProviderReport, ModelError> {
+    let file = session.end_profiling().map_err(|e| ModelError::Run {
+        model: model.into(),
+        message: e.to_string(),
+    })?;
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    let (in_use, nodes) = runtime::provider_from_profile(&text)
+        .unwrap_or_else(|| (built_registered.ort_name().to_string(), Vec::new()));
+    let report = ProviderReport {
+        model: model.into(),
+        requested: opts
+            .providers
+            .iter()
+            .map(|p| p.ort_name().to_string())
+            .collect(),
+        registered: built_registered.ort_name().into(),
+        in_use: in_use.clone(),
+        nodes,
+        skipped,
+        warmup_ms: warmup.as_secs_f64() * 1e3,
+    };
+    let wanted_gpu = opts.providers.iter().any(|p| p.is_gpu());
+    if wanted_gpu && in_use == runtime::Provider::Cpu.ort_name() {
+        let msg = format!(
+            "{model}: a GPU provider was requested ({}) but the warm-up ran on {in_use}{}",
+            report.requested.join(", "),
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", report.skipped.join("; "))
+            }
+        );
+        if opts.require_gpu {
+            return Err(ModelError::Provider(format!(
+                "{msg}; the config requires a GPU (`runtime.require_gpu = true`)"
+            )));
+        }
+        tracing::warn!("{msg}; continuing on the CPU");
+    }
+    Ok(report)
+}
+
+pub(crate) fn profile_prefix(model: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vitrine-profile-{}-{model}", std::process::id()))
+}
+
+impl Detector {
+    pub fn build(
+        spec: &DetectorSpec,
+        opts: &SessionOptions,
+        runtime_lib: Option<&Path>,
+        params: NmsParams,
+        resize: ResizeMode,
+    ) -> Result<Self, ModelError> {
+        let env = runtime::environment(runtime_lib)?;
+        let built = open_session(
+            &env,
+            &spec.model_path,
+            &spec.config_path,
+            &spec.input,
+            opts,
+            &profile_prefix(&spec.name),
+        )?;
+        let mismatch = |message: String| ModelError::Mismatch {
+            path: spec.model_path.clone(),
+            config: spec.config_path.clone(),
+            message,
+        };
+        let session = built.session;
+        let (anchors, columns) = match &spec.contract {
+            DetectorContract::SsdRaw(ssd) => {
+                let anchors = ssd.anchors.generate();
+                let (Some(b), Some(s)) = (
+                    outlet_shape(&session, &ssd.box_encodings, false),
+                    outlet_shape(&session, &ssd.class_scores, false),
+                ) else {
+                    return Err(mismatch(format!(
+                        "outputs '{}' and '{}' are required (the graph's outputs: {})",
+                        ssd.box_encodings,
+                        ssd.class_scores,
+                        names(&session, false)
+                    )));
+                };
+                if b.len() != 3 || b[2] != 4 {
+                    return Err(mismatch(format!(
+                        "box encodings '{}' have shape {b:?}, expected [1, N, 4]",
+                        ssd.box_encodings
+                    )));
+                }
+                if b[1] >= 0 && b[1] as usize != anchors.len() {
+                    return Err(mismatch(format!(
+                        "the model emits {} boxes but the [ssd.anchors] parameters generate {} anchors",
+                        b[1],
+                        anchors.len()
+                    )));
+                }
+                if s.len() != 3 || s[2] < 1 {
+                    return Err(mismatch(format!(
+                        "class scores '{}' have shape {s:?}, expected [1, N, C]",
+                        ssd.class_scores
+                    )));
+                }
+                let columns = s[2] as usize;
+                spec.labels
+                    .check_columns(columns, ssd.background_class)
+                    .map_err(mismatch)?;
+                (anchors, columns)
+            }
+            DetectorContract::TfOdApi(t) => {
+                for n in [&t.boxes, &t.scores, &t.classes, &t.num_detections] {
+                    if outlet_shape(&session, n, false).is_none() {
+                        return Err(mismatch(format!(
+                            "output '{n}' is missing (the graph's outputs: {})",
+                            names(&session, false)
+                        )));
+                    }
+                }
+                (Vec::new(), spec.labels.max_id() as usize + 1)
+            }
+        };
+        let mut det = Self {
+            spec: spec.clone(),
+            session,
+            anchors,
+            columns,
+            params,
+            resize,
+            pre: Preprocessor::new(),
+            input_f32: Vec::new(),
+            input_u8: Vec::new(),
+            report: ProviderReport {
+                model: spec.name.clone(),
+                requested: vec![],
+                registered: String::new(),
+                in_use: String::new(),
+                nodes: vec![],
+                skipped: vec![],
+                warmup_ms: 0.0,
+            },
+        };
+        // Warm-up on a grey frame: allocates ONNX Runtime's arenas and tells us the provider in use.
+        let t = Instant::now();
+        let grey = RgbImage::from_pixel(
+            spec.input.width.max(64),
+            spec.input.height.max(64),
+            image::Rgb([128, 128, 128]),
+        );
+        det.detect(&grey)?;
+        det.report = finish_profile(
+            &mut det.session,
+            &spec.name,
+            built.registered,
+            built.skipped,
+            opts,
+            t.elapsed(),
+        )?;
+        Ok(det)
+    }
+
+    pub fn spec(&self) -> &DetectorSpec {
+        &self.spec
+    }
+
+    pub fn provider(&self) -> &ProviderReport {
+        &self.report
+    }
+
+    pub fn params(&self) -> NmsParams {
+        self.params
+    }
+
+    pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Detection>, ModelError> {
+        self.detect_timed(frame).map(|(d, _)| d)
+    }
+
+    pub fn detect_timed(
+        &mut self,
+        frame: &RgbImage,
+    ) -> Result<(Vec<Detection>, DetectTiming), ModelError> {
+        let t0 = Instant::now();
+        let spec = &self.spec.input;
+        let n = spec.elements();
+        let shape = spec.shape(1);
+        let rec = match spec.dtype {
+            DType::F32 => {
+                self.input_f32.resize(n, 0.0);
+                self.pre.frame_into(
+                    frame,
+                    spec,
+                    self.resize,
+                    TensorSlot::F32(&mut self.input_f32),
+                )?
+            }
+            DType::U8 => {
+                self.input_u8.resize(n, 0);
+                self.pre
+                    .frame_into(frame, spec, self.resize, TensorSlot::U8(&mut self.input_u8))?
+            }
+        };
+        let t1 = Instant::now();
+        let run_err = |e: ort::Error| ModelError::Run {
+            model: self.spec.name.clone(),
+            message: e.to_string(),
+        };
+        let input = match spec.dtype {
+            DType::F32 => {
+                TensorRef::from_array_view((shape, &self.input_f32[..])).map(|t| t.into_dyn())
+            }
+            DType::U8 => {
+                TensorRef::from_array_view((shape, &self.input_u8[..])).map(|t| t.into_dyn())
+            }
+        }
+        .map_err(run_err)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![spec.name.as_str() => input])
+            .map_err(|e| ModelError::Run {
+                model: self.spec.name.clone(),
+                message: e.to_string(),
+            })?;
+        let t2 = Instant::now();
+        let name = &self.spec.name;
+        let get = |o: &str| -> Result<&[f32], ModelError> {
+            outputs
+                .get(o)
+                .ok_or_else(|| ModelError::Run {
+                    model: name.clone(),
+                    message: format!("output '{o}' missing from the run"),
+                })?
+                .try_extract_tensor::<f32>()
+                .map(|(_, d)| d)
+                .map_err(|e| ModelError::Run {
+                    model: name.clone(),
+                    message: format!("output '{o}': {e}"),
+                })
+        };
+        let candidates = match &self.spec.contract {
+            DetectorContract::SsdRaw(ssd) => {
+                let boxes = get(&ssd.box_encodings)?;
+                let scores = get(&ssd.class_scores)?;
+                ssd_candidates(
+                    boxes,
+                    scores,
+                    &self.anchors,
+                    self.columns,
+                    ssd.background_class,
+                    ssd.score_fn,
+                    &ssd.box_coder_scales,
+                    &self.params,
+                )?
+            }
+            DetectorContract::TfOdApi(t) => {
+                let boxes = get(&t.boxes)?;
+                let scores = get(&t.scores)?;
+                let classes = get(&t.classes)?;
+                let num = get(&t.num_detections)?
+                    .first()
+                    .copied()
+                    .unwrap_or(0.0)
+                    .max(0.0) as usize;
+                tf_od_candidates(boxes, scores, classes, num, &self.params)
+            }
+        };
+        drop(outputs);
+        let dets = self.finish(candidates, &rec);
+        let t3 = Instant::now();
+        Ok((
+            dets,
+            DetectTiming {
+                preprocess: t1 - t0,
+                inference: t2 - t1,
+                postprocess: t3 - t2,
+            },
+        ))
+    }
+
+    fn finish(&self, candidates: Vec<Candidate>, rec: &ResizeRecord) -> Vec<Detection> {
+        candidates
+            .into_iter()
+            .filter_map(|c| {
+                // An id the label map does not know can only come from a tf-od-api graph whose map
+                // is wrong; naming it "unknown" would hide the bug, so it is dropped and logged.
+                let Some(label) = self.spec.labels.name(c.class_id) else {
+                    tracing::warn!(model = %self.spec.name, class_id = c.class_id, "detector returned a class id its label map lacks");
+                    return None;
+                };
+                Some(Detection { label: label.to_string(), class_id: c.class_id, score: c.score, bbox: rec.to_pixels(c.bbox) })
+            })
+            .collect()
+    }
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Scores, thresholds, decodes and NMSes raw SSD outputs (CONTRACTS.md §4).
+#[allow(clippy::too_many_arguments)]
+pub fn ssd_candidates(
+    boxes: &[f32],
+    scores: &[f32],
+    anchors: &[Anchor],
+    columns: usize,
+    background: bool,
+    score_fn: ScoreFn,
+    box_scales: &[f32; 4],
+    params: &NmsParams,
+) -> Result<Vec<Candidate>, ModelError> {
+    let n = anchors.len();
+    if boxes.len() < n * 4 || scores.len() < n * columns {
+        return Err(ModelError::Run {
+            model: "detector".into(),
+            message: format!(
+                "outputs hold {} box and {} score values, expected {} and {}",
+                boxes.len(),
+                scores.len(),
+                n * 4,
+                n * columns
+            ),
+        });
+    }
+    let first = usize::from(background);
+    // Sigmoid is monotone: compare logits against the threshold's logit and only exponentiate the
+    // few that can pass (with a margin so float rounding cannot drop a box the reference keeps).
+    let t = params.score_threshold.clamp(1e-6, 1.0 - 1e-6);
+    let logit_floor = (t / (1.0 - t)).ln() - 1e-3;
+    let mut out = Vec::new();
+    let mut probs = vec![0f32; columns];
+    for (i, anchor) in anchors.iter().enumerate() {
+        let row = &scores[i * columns..(i + 1) * columns];
+        let mut decoded: Option<NormBox> = None;
+        let mut push = |col: usize, score: f32, out: &mut Vec<Candidate>| {
+            if score >= params.score_threshold {
+                let b = *decoded
+                    .get_or_insert_with(|| decode(&boxes[i * 4..i * 4 + 4], anchor, box_scales));
+                out.push(Candidate {
+                    bbox: b,
+                    score,
+                    class_id: (col - first + 1) as u32,
+                    index: i as u32,
+                });
+            }
+        };
+        match score_fn {
+            ScoreFn::Sigmoid => {
+                for (col, &logit) in row.iter().enumerate().skip(first) {
+                    if logit >= logit_floor {
+                        push(col, sigmoid(logit), &mut out);
+                    }
+                }
+            }
+            ScoreFn::None => {
+                for (col, &s) in row.iter().enumerate().skip(first) {
+                    push(col, s, &mut out);
+                }
+            }
+            ScoreFn::Softmax => {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for (p, &l) in probs.iter_mut().zip(row) {
+                    *p = (l - max).exp();
+                    sum += *p;
+                }
+                for col in first..columns {
+                    push(col, probs[col] / sum, &mut out);
+                }
+            }
+        }
+    }
+    Ok(per_class_nms(out, params))
+}
+
+/// Reads the TF OD API post-processed outputs (boxes already NMSed in the graph).
+pub fn tf_od_candidates(
+    boxes: &[f32],
+    scores: &[f32],
+    classes: &[f32],
+    num: usize,
+    params: &NmsParams,
+) -> Vec<Candidate> {
+    let num = num
+        .min(scores.len())
+        .min(classes.len())
+        .min(boxes.len() / 4);
+    let mut out: Vec<Candidate> = (0..num)
+        .filter(|&i| scores[i] >= params.score_threshold)
+        .map(|i| Candidate {
+            bbox: NormBox {
+                ymin: boxes[i * 4],
+                xmin: boxes[i * 4 + 1],
+                ymax: boxes[i * 4 + 2],
+                xmax: boxes[i * 4 + 3],
+            }
+            .clipped(),
+            score: scores[i],
+            class_id: classes[i].round().max(0.0) as u32,
+            index: i as u32,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.class_id.cmp(&b.class_id))
+            .then(a.index.cmp(&b.index))
+    });
+    out.truncate(params.max_detections);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::anchors::mobilenet_v2_300;
+
+    /// Plants one confident box for class 2 at a known anchor and checks it comes out decoded,
+    /// labelled with id 2 (not 1, not 3) and alone.
+    #[test]
+    fn ssd_postprocess_finds_a_planted_box_with_the_right_id() {
+        let anchors = mobilenet_v2_300().generate();
+        let columns = 4;
+        let mut boxes = vec![0f32; anchors.len() * 4];
+        let mut scores = vec![-10f32; anchors.len() * columns];
+        let k = 1000;
+        scores[k * columns + 2] = 3.0; // sigmoid(3) = 0.9526
+        boxes[k * 4 + 2] = 5.0 * 2f32.ln(); // twice the anchor height
+        // A weaker duplicate on the neighbouring anchor of the same cell: NMS must remove it.
+        scores[(k + 1) * columns + 2] = 1.0;
+        let params = NmsParams {
+            score_threshold: 0.5,
+            iou_threshold: 0.3,
+            max_detections: 10,
+        };
+        let c = ssd_candidates(
+            &boxes,
+            &scores,
+            &anchors,
+            columns,
+            true,
+            ScoreFn::Sigmoid,
+            &[10.0, 10.0, 5.0, 5.0],
+            &params,
+        )
+        .expect("ok");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].class_id, 2);
+        assert_eq!(c[0].index, k as u32);
+        assert!((c[0].score - sigmoid(3.0)).abs() < 1e-6);
+        let a = anchors[k];
+        assert!(
+            ((c[0].bbox.ymax - c[0].bbox.ymin) - (2.0 * a.h).min(1.0)).abs() < 1e-4
+                || c[0].bbox.ymin == 0.0
+                || c[0].bbox.ymax == 1.0
+        );
+    }
+
+    #[test]
+    fn a_score_exactly_at_the_threshold_is_kept() {
+        let anchors = vec![Anchor {
+            yc: 0.5,
+            xc: 0.5,
+            h: 0.2,
+            w: 0.2,
+        }];
+        let params = NmsParams {
+            score_threshold: 0.5,
+            iou_threshold: 0.5,
+            max_detections: 10,
+        };
+        let c = ssd_candidates(
+            &[0.0; 4],
+            &[-5.0, 0.0],
+            &anchors,
+            2,
+            true,
+            ScoreFn::Sigmoid,
+            &[10.0, 10.0, 5.0, 5.0],
+            &params,
+        )
+        .expect("ok");
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].score, 0.5);
+    }
+
+    #[test]
+    fn tf_od_outputs_are_read_in_score_order_with_one_based_ids() {
+        let boxes = [0.1, 0.2, 0.5, 0.6, 0.0, 0.0, 1.2, 1.0, 0.3, 0.3, 0.4, 0.4];
+        let scores = [0.6, 0.9, 0.2];
+        let classes = [1.0, 3.0, 1.0];
+        let c = tf_od_candidates(
+            &boxes,
+            &scores,
+            &classes,
+            3,
+            &NmsParams {
+                score_threshold: 0.5,
+                iou_threshold: 0.5,
+                max_detections: 5,
+            },
+        );
+        assert_eq!(c.iter().map(|c| c.class_id).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(c[0].bbox.ymax, 1.0, "clipped");
+        // num_detections bounds what is read even when the tensors are longer.
+        assert_eq!(
+            tf_od_candidates(&boxes, &scores, &classes, 1, &NmsParams::default()).len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The embedder adapter: garment crops → L2-normalised vectors, all crops of a frame in one run
+//! when the model has a dynamic batch axis.
+//!
+//! The catalog is searched with the dot product, which is only a cosine for unit vectors, so
+//! vectors are normalised here once more even though the shipped graph already does it: a model
+//! swapped in without that step must not quietly break the search.
+
+use std::path::Path;
+use std::time::Instant;
+
+use image::RgbImage;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::detector::{finish_profile, open_session, profile_prefix};
+use super::preprocess::{DType, Preprocessor, TensorSlot};
+use super::runtime::{self, SessionOptions};
+use super::{ModelError, ProviderReport};
+use crate::config::model::EmbedderSpec;
+
+/// Largest batch sent in one run: bounds the tensor's memory when a crowd walks past.
+pub const MAX_BATCH: usize = 32;
+
+pub struct Embedder {
+    spec: EmbedderSpec,
+    session: Session,
+    pre: Preprocessor,
+    input: Vec<f32>,
+    report: ProviderReport,
+    /// Total time spent in `Session::run`, for the share of time outside ONNX Runtime.
+    inference: std::time::Duration,
+}
+
+pub fn l2_normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 && n.is_finite() {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+impl Embedder {
+    pub fn build(
+        spec: &EmbedderSpec,
+        opts: &SessionOptions,
+        runtime_lib: Option<&Path>,
+    ) -> Result<Self, ModelError> {
+        let env = runtime::environment(runtime_lib)?;
+        if spec.input.dtype != DType::F32 {
+            return Err(ModelError::Spec(vec![format!(
+                "embedder {}: only f32 inputs are supported",
+                spec.config_path.display()
+            )]));
+        }
+        let built = open_session(
+            &env,
+            &spec.model_path,
+            &spec.config_path,
+            &spec.input,
+            opts,
+            &profile_prefix(&spec.name),
+        )?;
+        let mismatch = |message: String| ModelError::Mismatch {
+            path: spec.model_path.clone(),
+            config: spec.config_path.clone(),
+            message,
+        };
+        let out = built
+            .session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == spec.output.name);
+        let Some(shape) = out.and_then(|o| {
+            o.dtype()
+                .tensor_shape()
+                .map(|s| s.iter().copied().collect::<Vec<i64>>())
+        }) else {
+            let have: Vec<_> = built
+                .session
+                .outputs()
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect();
+            return Err(mismatch(format!(
+                "output '{}' is missing (the graph's outputs: {})",
+                spec.output.name,
+                have.join(", ")
+            )));
+        };
+        if shape.len() != 2 || (shape[1] >= 0 && shape[1] as usize != spec.output.dim) {
+            return Err(mismatch(format!(
+                "output '{}' has shape {shape:?} but the config says [batch, {}]",
+                spec.output.name, spec.output.dim
+            )));
+        }
+        let in_batch = built
+            .session
+            .inputs()
+            .iter()
+            .find(|o| o.name() == spec.input.name)
+            .and_then(|o| o.dtype().tensor_shape().map(|s| s[0]));
+        if spec.output.dynamic_batch && in_batch.is_some_and(|b| b > 0) {
+            return Err(mismatch(format!(
+                "the config says the batch axis is dynamic but the graph fixes it to {}",
+                in_batch.unwrap_or(0)
+            )));
+        }
+        let mut e = Self {
+            spec: spec.clone(),
+            session: built.session,
+            pre: Preprocessor::new(),
+            input: Vec::new(),
+            inference: std::time::Duration::ZERO,
+            report: ProviderReport {
+                model: spec.name.clone(),
+                requested: vec![],
+                registered: String::new(),
+                in_use: String::new(),
+                nodes: vec![],
+                skipped: vec![],
+                warmup_ms: 0.0,
+            },
+        };
+        let t = Instant::now();
+        let grey = RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
+        e.embed(&grey, &[(0, 0, 64, 64)])?;
+        e.report = finish_profile(
+            &mut e.session,
+            &spec.name,
+            built.registered,
+            built.skipped,
+            opts,
+            t.elapsed(),
+        )?;
+        Ok(e)
+    }
+
+    pub fn spec(&self) -> &EmbedderSpec {
+        &self.spec
+    }
+
+    pub fn dim(&self) -> usize {
+        self.spec.output.dim
+    }
+
+    pub fn provider(&self) -> &ProviderReport {
+        &self.report
+    }
+
+    pub fn inference_time(&self) -> std::time::Duration {
+        self.inference
+    }
+
+    /// Embeds the integer crops `(x, y, w, h)` of `frame`, one vector per crop in order.
+    pub fn embed(
+        &mut self,
+        frame: &RgbImage,
+        crops: &[(u32, u32, u32, u32)],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let batch = if self.spec.output.dynamic_batch {
+            MAX_BATCH
+        } else {
+            1
+        };
+        let mut out = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(batch) {
+            out.extend(self.run_batch(frame, chunk)?);
+        }
+        Ok(out)
+    }
+
+    /// Embeds a whole image (a catalog product photo).
+    pub fn embed_image(&mut self, img: &RgbImage) -> Result<Vec<f32>, ModelError> {
+        let mut v = self.embed(img, &[(0, 0, img.width(), img.height())])?;
+        v.pop().ok_or_else(|| ModelError::Run {
+            model: self.spec.name.clone(),
+            message: "no embedding returned".into(),
+        })
+    }
+
+    fn run_batch(
+        &mut self,
+        frame: &RgbImage,
+        crops: &[(u32, u32, u32, u32)],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let per = self.spec.input.elements();
+        self.input.resize(per * crops.len(), 0.0);
+        for (slot, rect) in self.input.chunks_exact_mut(per).zip(crops) {
+            self.pre
+                .crop_into(frame, *rect, &self.spec.input, TensorSlot::F32(slot))?;
+        }
+        let name = self.spec.name.clone();
+        let err = |message: String| ModelError::Run {
+            model: name.clone(),
+            message,
+        };
+        let tensor =
+            TensorRef::from_array_view((self.spec.input.shape(crops.len()), &self.input[..]))
+                .map_err(|e| err(e.to_string()))?;
+        let t = Instant::now();
+        let outputs = self
+            .session
+            .run(ort::inputs![self.spec.input.name.as_str() => tensor])
+            .map_err(|e| err(e.to_string()))?;
+        self.inference += t.elapsed();
+        let value = outputs
+            .get(&self.spec.output.name)
+            .ok_or_else(|| err(format!("output '{}' missing", self.spec.output.name)))?;
+        let (shape, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| err(e.to_string()))?;
+        let dim = self.spec.output.dim;
+        if data.len() != dim * crops.len() {
+            return Err(err(format!(
+                "output shape {shape:?} does not hold {} vectors of {dim}",
+                crops.len()
+            )));
+        }
+        Ok(data
+            .chunks_exact(dim)
+            .map(|c| {
+                let mut v = c.to_vec();
+                l2_normalise(&mut v);
+                v
+            })
+            .collect())
+    }
+}
