@@ -1,0 +1,293 @@
+"""Reference pre/post-processing for Vitrine models, exactly as models/CONTRACTS.md specifies.
+
+Used by golden.py (golden files for the Rust tests), make_catalog.py (catalog embeddings) and
+measure.py (model-card figures). Needs numpy, Pillow and (for running models) onnxruntime.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- configs and label maps
+def load_toml(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def load_labels(path: Path) -> dict[int, str]:
+    """TF OD API pbtxt (id + name or display_name) or plain text (line k is id k)."""
+    text = Path(path).read_text()
+    if "item" in text and "{" in text:
+        import re
+
+        out = {}
+        for block in re.findall(r"item\s*\{(.*?)\}", text, flags=re.S):
+            mid = re.search(r"\bid\s*:\s*(\d+)", block)
+            mname = re.search(r"\b(?:display_name|name)\s*:\s*['\"](.*?)['\"]", block)
+            out[int(mid.group(1))] = mname.group(1)
+        return out
+    return {i + 1: line.strip() for i, line in enumerate(text.splitlines()) if line.strip()}
+
+
+# ---------------------------------------------------------------- pre-processing (section 3)
+def open_rgb(path) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def resize_bilinear(img: Image.Image, w: int, h: int) -> Image.Image:
+    return img.resize((w, h), Image.BILINEAR)
+
+
+@dataclass
+class InputSpec:
+    name: str
+    width: int
+    height: int
+    layout: str
+    dtype: str
+    channels: str
+    mean: list
+    std: list
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> "InputSpec":
+        i = cfg["input"]
+        return cls(i["name"], i["width"], i["height"], i.get("layout", "nhwc"), i.get("dtype", "f32"),
+                   i.get("channels", "rgb"), i.get("mean", [0.0] * 3), i.get("std", [1.0] * 3))
+
+
+def to_tensor(img_wh: Image.Image, spec: InputSpec) -> np.ndarray:
+    """An already-resized RGB image -> model input tensor with batch 1."""
+    a = np.asarray(img_wh, dtype=np.uint8)
+    if spec.channels == "bgr":
+        a = a[:, :, ::-1]
+    if spec.dtype == "u8":
+        t = np.ascontiguousarray(a)
+    else:
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        t = (a.astype(np.float32) - mean) / std
+        t = t.astype(np.float32)
+    if spec.layout == "nchw":
+        t = t.transpose(2, 0, 1)
+    return np.ascontiguousarray(t[None])
+
+
+def preprocess_frame(img: Image.Image, spec: InputSpec, resize: str = "stretch"):
+    """Returns (tensor, mapping) where mapping turns normalised model coords into frame pixels."""
+    w, h = img.size
+    W, H = spec.width, spec.height
+    if resize == "stretch":
+        t = to_tensor(resize_bilinear(img, W, H), spec)
+        return t, dict(kind="stretch", w=w, h=h)
+    if resize == "letterbox":
+        s = min(W / w, H / h)
+        nw, nh = int(math.floor(w * s + 0.5)), int(math.floor(h * s + 0.5))
+        canvas = Image.new("RGB", (W, H), (0, 0, 0))
+        dx, dy = (W - nw) // 2, (H - nh) // 2
+        canvas.paste(resize_bilinear(img, nw, nh), (dx, dy))
+        return to_tensor(canvas, spec), dict(kind="letterbox", w=w, h=h, W=W, H=H, dx=dx, dy=dy, nw=nw, nh=nh)
+    raise ValueError(resize)
+
+
+def map_box(box_yxyx, m) -> list[float]:
+    """Normalised [ymin, xmin, ymax, xmax] -> pixel [xmin, ymin, xmax, ymax] clamped to the frame."""
+    ymin, xmin, ymax, xmax = (float(v) for v in box_yxyx)
+    w, h = m["w"], m["h"]
+    if m["kind"] == "stretch":
+        xs = [xmin * w, xmax * w]
+        ys = [ymin * h, ymax * h]
+    else:
+        xs = [(x * m["W"] - m["dx"]) * w / m["nw"] for x in (xmin, xmax)]
+        ys = [(y * m["H"] - m["dy"]) * h / m["nh"] for y in (ymin, ymax)]
+    xs = [min(max(x, 0.0), float(w)) for x in xs]
+    ys = [min(max(y, 0.0), float(h)) for y in ys]
+    return [xs[0], ys[0], xs[1], ys[1]]
+
+
+# ---------------------------------------------------------------- ssd-raw post-processing (section 4)
+def ssd_anchors(a: dict) -> np.ndarray:
+    """[N, 4] anchors (ycenter, xcenter, h, w), float32, order layer -> y -> x -> box spec."""
+    L = a["num_layers"]
+    mn, mx = a["min_scale"], a["max_scale"]
+    scales = [mn + (mx - mn) * i / (L - 1) for i in range(L)] + [1.0]
+    ars = a["aspect_ratios"]
+    interp = a.get("interpolated_scale_aspect_ratio", 1.0)
+    reduce_ = a.get("reduce_boxes_in_lowest_layer", True)
+    out = []
+    for i, f in enumerate(a["feature_map_sizes"]):
+        if i == 0 and reduce_:
+            specs = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+        else:
+            specs = [(scales[i], ar) for ar in ars]
+            if interp > 0:
+                specs.append((math.sqrt(scales[i] * scales[i + 1]), interp))
+        for y in range(f):
+            for x in range(f):
+                for s, ar in specs:
+                    out.append(((y + 0.5) / f, (x + 0.5) / f, s / math.sqrt(ar), s * math.sqrt(ar)))
+    return np.asarray(out, dtype=np.float32)
+
+
+def decode_boxes(enc: np.ndarray, anchors: np.ndarray, scales) -> np.ndarray:
+    """enc [N,4] (ty, tx, th, tw) -> [N,4] clipped (ymin, xmin, ymax, xmax), float32."""
+    enc = enc.astype(np.float32)
+    sy, sx, sh, sw = (np.float32(s) for s in scales)
+    ya, xa, ha, wa = anchors[:, 0], anchors[:, 1], anchors[:, 2], anchors[:, 3]
+    yc = enc[:, 0] / sy * ha + ya
+    xc = enc[:, 1] / sx * wa + xa
+    h = np.exp(enc[:, 2] / sh) * ha
+    w = np.exp(enc[:, 3] / sw) * wa
+    half = np.float32(0.5)
+    b = np.stack([yc - h * half, xc - w * half, yc + h * half, xc + w * half], axis=1)
+    return np.clip(b, 0.0, 1.0).astype(np.float32)
+
+
+def score_fn(x: np.ndarray, fn: str) -> np.ndarray:
+    x = x.astype(np.float32)
+    if fn == "sigmoid":
+        return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32)
+    if fn == "softmax":
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return x
+
+
+def iou(a, b) -> float:
+    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ih * iw
+    area_a = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
+    area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+    union = area_a + area_b - inter
+    return 0.0 if union <= 0 else inter / union
+
+
+def nms_ssd_raw(boxes, scores, background_class, score_threshold, iou_threshold, max_detections):
+    """boxes [N,4] normalised yxyx, scores [N,C] after score_fn.
+    Returns a list of (score, class_id, anchor_index, box) ordered as section 4.5."""
+    C = scores.shape[1]
+    first = 1 if background_class else 0
+    dets = []
+    for c in range(first, C):
+        col = scores[:, c]
+        idx = np.nonzero(col >= np.float32(score_threshold))[0]
+        if idx.size == 0:
+            continue
+        order = idx[np.lexsort((idx, -col[idx].astype(np.float64)))]
+        kept = []
+        for i in order:
+            bi = [float(v) for v in boxes[i]]
+            if all(iou(bi, [float(v) for v in boxes[k]]) <= iou_threshold for k in kept):
+                kept.append(int(i))
+                if len(kept) >= max_detections:
+                    break
+        class_id = c if background_class else c + 1
+        dets += [(float(col[k]), class_id, k, boxes[k]) for k in kept]
+    dets.sort(key=lambda d: (-d[0], d[1], d[2]))
+    return dets[:max_detections]
+
+
+# ---------------------------------------------------------------- running models
+class Detector:
+    def __init__(self, toml_path: Path, providers=("CPUExecutionProvider",), threads: int | None = None):
+        import onnxruntime as ort
+
+        self.toml_path = Path(toml_path)
+        self.cfg = load_toml(self.toml_path)
+        base = self.toml_path.parent
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(str(base / self.cfg["file"]), so, providers=list(providers))
+        self.spec = InputSpec.from_cfg(self.cfg)
+        self.labels = load_labels(base / self.cfg["labels"])
+        self.contract = self.cfg["contract"]
+        if self.contract == "ssd-raw":
+            self.anchors = ssd_anchors(self.cfg["ssd"]["anchors"])
+
+    def raw(self, tensor):
+        if self.contract == "ssd-raw":
+            s = self.cfg["ssd"]
+            enc, cls = self.sess.run([s["box_encodings"], s["class_scores"]], {self.spec.name: tensor})
+            return enc, cls
+        t = self.cfg["tf_od_api"]
+        return self.sess.run([t["boxes"], t["scores"], t["classes"], t["num_detections"]], {self.spec.name: tensor})
+
+    def detect(self, img: Image.Image, score_threshold=0.3, iou_threshold=0.5, max_detections=100,
+               resize="stretch"):
+        tensor, m = preprocess_frame(img, self.spec, resize)
+        out = []
+        if self.contract == "ssd-raw":
+            s = self.cfg["ssd"]
+            enc, cls = self.raw(tensor)
+            assert enc.shape[1] == self.anchors.shape[0], (enc.shape, self.anchors.shape)
+            boxes = decode_boxes(enc[0], self.anchors, s["box_coder_scales"])
+            scores = score_fn(cls[0], s["score_fn"])
+            dets = nms_ssd_raw(boxes, scores, s["background_class"], score_threshold, iou_threshold,
+                               max_detections)
+            for score, cid, _, b in dets:
+                out.append(dict(label=self.labels.get(cid, str(cid)), class_id=cid, score=score,
+                                bbox=map_box(b, m)))
+        else:
+            boxes, scores, classes, num = self.raw(tensor)
+            n = int(num[0])
+            for k in range(n):
+                sc = float(scores[0, k])
+                if sc < score_threshold:
+                    continue
+                cid = int(round(float(classes[0, k])))
+                out.append(dict(label=self.labels.get(cid, str(cid)), class_id=cid, score=sc,
+                                bbox=map_box(boxes[0, k], m)))
+            out = out[:max_detections]
+        return out
+
+
+def crop_box(img: Image.Image, bbox):
+    """Section 5: float pixel box -> integer crop box clamped to the image, or None if empty."""
+    w, h = img.size
+    x0 = max(0, min(w, int(math.floor(bbox[0]))))
+    y0 = max(0, min(h, int(math.floor(bbox[1]))))
+    x1 = max(0, min(w, int(math.ceil(bbox[2]))))
+    y1 = max(0, min(h, int(math.ceil(bbox[3]))))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1, y1]
+
+
+class Embedder:
+    def __init__(self, toml_path: Path, providers=("CPUExecutionProvider",), threads: int | None = None):
+        import onnxruntime as ort
+
+        self.toml_path = Path(toml_path)
+        self.cfg = load_toml(self.toml_path)
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        self.sess = ort.InferenceSession(str(self.toml_path.parent / self.cfg["file"]), so,
+                                         providers=list(providers))
+        self.spec = InputSpec.from_cfg(self.cfg)
+        self.out_name = self.cfg["output"]["name"]
+
+    def tensor(self, crop_img: Image.Image) -> np.ndarray:
+        return to_tensor(resize_bilinear(crop_img, self.spec.width, self.spec.height), self.spec)
+
+    def embed_images(self, imgs, batch: int = 32) -> np.ndarray:
+        outs = []
+        for i in range(0, len(imgs), batch):
+            t = np.concatenate([self.tensor(im) for im in imgs[i:i + batch]], axis=0)
+            outs.append(self.sess.run([self.out_name], {self.spec.name: t})[0])
+        return np.concatenate(outs, axis=0)
+
+    def embed_crop(self, img: Image.Image, bbox_int) -> np.ndarray:
+        x0, y0, x1, y1 = bbox_int
+        return self.embed_images([img.crop((x0, y0, x1, y1))])[0]
