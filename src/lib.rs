@@ -16,6 +16,7 @@
 //! - [`pipeline`]: the inference thread that runs the stages above for each frame.
 //! - [`http`]: display, technician and staff routes.
 //! - [`telemetry`]: every metric, declared once.
+//! - [`systemd`]: `sd_notify` (ready, watchdog fed by processed frames, stopping).
 //!
 //! [`run`] wires them together: HTTP first (so health answers while models load), then catalog and
 //! models, then the camera; on shutdown readiness fails first and the stages drain in order.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod http;
 pub mod pipeline;
 pub mod recommend;
+pub mod systemd;
 pub mod telemetry;
 pub mod vision;
 
@@ -133,6 +135,13 @@ pub async fn run(
         last_frame_at: None,
     }));
     let providers = Arc::new(RwLock::new(Vec::new()));
+    // Flipped at shutdown: ends the display feed, and with it every page's event stream.
+    let (closing, closing_rx) = watch::channel(false);
+    let display = http::display::DisplayState::new(
+        http::display::spawn_feed(recommendations.clone(), closing_rx),
+        settings.server.debug_view,
+    );
+    let debug_frame = display.debug_frame.clone();
     let state = AppState {
         recommendations,
         metrics: metrics.clone(),
@@ -142,15 +151,21 @@ pub async fn run(
         providers: providers.clone(),
         frame_stale: settings.frame_stale,
         started: Instant::now(),
+        display,
+        info: Arc::new(http::status::StatusInfo::from_settings(&settings)),
     };
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = http::router(state);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop_rx.await;
-            })
-            .await
+        // Peer addresses let the debug view serve camera frames to local browsers only.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop_rx.await;
+        })
+        .await
     });
     (hooks.on_listen)(addr);
 
@@ -185,10 +200,17 @@ pub async fn run(
                     }
                     Ok(engine) => {
                         let _ = engine_tx.send(Ok(engine.providers()));
-                        let beat: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-                            readiness.beat();
-                            on_frame();
-                        });
+                        let debug_view = engine_settings.server.debug_view;
+                        let beat: Arc<dyn Fn(&capture::Frame) + Send + Sync> =
+                            Arc::new(move |frame| {
+                                readiness.beat();
+                                if debug_view {
+                                    // An Arc clone: the frame stays in memory, never on disk.
+                                    *debug_frame.lock().unwrap_or_else(|p| p.into_inner()) =
+                                        Some(frame.image.clone());
+                                }
+                                on_frame();
+                            });
                         pipeline::run_loop(engine, slot, publish, metrics, beat, stop);
                     }
                 },
@@ -248,6 +270,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     readiness.shutting_down.store(true, Ordering::Relaxed);
+    closing.send_replace(true);
     stop.store(true, Ordering::Relaxed);
     let joined = tokio::task::spawn_blocking(move || {
         let _ = capture.join();

@@ -43,8 +43,12 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Run the pipeline over the replay frames as fast as possible and report timings.
+    /// Run the pipeline over the replay frames as fast as possible and report timings
+    /// (`vitrine bench http` instead load-tests a running daemon's HTTP side).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        target: Option<BenchTarget>,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 300)]
@@ -61,6 +65,34 @@ enum Command {
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Load-test a running daemon on this machine: pipeline frame rate alone and with display
+    /// clients connected, then GET /api/recommendations at a fixed request rate.
+    Http {
+        /// The daemon's address (loopback only).
+        #[arg(long, default_value = "http://127.0.0.1:8080/")]
+        url: String,
+        /// Requests per second on /api/recommendations.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Length of the request phase, e.g. 20s.
+        #[arg(long, default_value = "20s")]
+        duration: humantime::Duration,
+        /// Keep-alive connections the requests are spread over.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Display event streams held open while the frame rate is measured.
+        #[arg(long, default_value_t = 50)]
+        display_clients: usize,
+        /// Length of each frame-rate measurement.
+        #[arg(long, default_value = "15s")]
+        window: humantime::Duration,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -136,7 +168,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 on_ready: Box::new(|| println!("vitrine ready")),
                 ..Default::default()
             };
-            rt.block_on(vitrine::run(settings, shutdown_signal(), hooks))?;
+            // Under systemd (Type=notify): READY=1, watchdog pings from the pipeline, STOPPING=1.
+            let (hooks, stopping) =
+                vitrine::systemd::with_notify(hooks, vitrine::systemd::Notifier::from_env());
+            let shutdown = async move {
+                shutdown_signal().await;
+                stopping();
+            };
+            rt.block_on(vitrine::run(settings, shutdown, hooks))?;
             Ok(())
         }
         Command::Validate { config } => {
@@ -151,6 +190,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
+            target:
+                Some(BenchTarget::Http {
+                    url,
+                    rate,
+                    duration,
+                    connections,
+                    display_clients,
+                    window,
+                    json,
+                }),
+            ..
+        } => {
+            let opts = vitrine::http::bench::HttpBenchOptions {
+                addr: vitrine::http::bench::parse_url(&url)?,
+                rate,
+                duration: duration.into(),
+                connections,
+                display_clients,
+                window: window.into(),
+            };
+            let problems = opts.problems();
+            anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+            // One thread: the load generator shares the machine with the daemon it measures.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let report = rt.block_on(vitrine::http::bench::run(&opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            target: None,
             config,
             frames,
             warmup,
