@@ -262,7 +262,7 @@ pub fn build_session(
         .providers
         .iter()
         .copied()
-        .filter(|p| !(opts.require_gpu && !p.is_gpu()))
+        .filter(|p| !opts.require_gpu || p.is_gpu())
         .collect();
     if !opts.require_gpu && !order.contains(&Provider::Cpu) {
         order.push(Provider::Cpu);
