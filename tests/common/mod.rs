@@ -74,6 +74,7 @@ impl Daemon {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "vitrine did not start listening; stderr:\n{}",
                         stderr.lock().map(|s| s.clone()).unwrap_or_default()
