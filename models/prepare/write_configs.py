@@ -148,3 +148,15 @@ with open(M / "SHA256SUMS", "w") as fh:
         fh.write(f"{sha(p)}  {p.name}\n")
 print("configs:", written)
 print("SHA256SUMS:", [p.name for p in shipped])
+
+# the model card's checksum table (between the markers) is regenerated from SHA256SUMS
+card = M / "MODEL_CARD.md"
+if card.exists():
+    text = card.read_text()
+    begin, end = "<!-- sha256-table:begin -->", "<!-- sha256-table:end -->"
+    if begin in text and end in text:
+        rows = ["| file | sha256 |", "| --- | --- |"] + [f"| {p.name} | {sha(p)} |" for p in shipped]
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        card.write_text(head + begin + "\n" + "\n".join(rows) + "\n" + end + tail)
+        print("MODEL_CARD.md checksum table updated")
