@@ -10,9 +10,12 @@
 'use strict';
 
 (() => {
-  const MAX_SHOPPERS = 2;     // more would not be readable from the street
-  const MAX_ROWS = 4;         // garment rows on screen, all shoppers together
-  const MAX_ITEMS = 6;        // items per garment row (the grid has six columns)
+  // Every shopper gets a column and every card the same size: 6 cards across the screen, so
+  // one shopper sees 6 items a row, two see 3 each, three see 2 each. More than three would not
+  // be readable from the street; the nearest are shown.
+  const MAX_SHOPPERS = 3;
+  const CARDS_ACROSS = 6;
+  const MAX_ROWS = 2;         // garment rows per shopper (3 when alone)
   const IDLE_AFTER_MS = 2500; // nobody in view this long: attract screen
   const OFFLINE_AFTER_MS = 10000; // link down this long: stop showing stale recommendations
   const SILENT_STREAM_MS = 40000; // no event at all (pings come every 15 s): reconnect
@@ -29,7 +32,7 @@
   };
 
   const body = document.body;
-  const live = document.getElementById('live');
+  const columns = document.getElementById('columns');
   const showcaseEl = document.getElementById('showcase');
 
   // Read by the browser test and the render benchmark.
@@ -75,7 +78,17 @@
     requestAnimationFrame(() => requestAnimationFrame(() => e.classList.remove('enter')));
   }
 
+  // Fade out. Items and rows are taken out of the layout first (frozen where they are, on top)
+  // so the ones that stay or come in take their places at once; whole shopper columns instead
+  // shrink away (CSS) so the others widen smoothly.
   function leave(e) {
+    if (e.classList.contains('leave')) return;
+    if (!e.classList.contains('shopper') && e.parentElement) {
+      const { offsetLeft: x, offsetTop: y, offsetWidth: w, offsetHeight: h } = e;
+      Object.assign(e.style, {
+        position: 'absolute', left: `${x}px`, top: `${y}px`, width: `${w}px`, height: `${h}px`,
+      });
+    }
     e.classList.add('leave');
     setTimeout(() => e.remove(), FADE_MS);
   }
@@ -143,12 +156,11 @@
   }
 
   function newPanel() {
-    const e = el('section', 'shopper');
-    e.appendChild(el('h2', null, panels.size === 0 ? 'Styles like yours' : 'And for you'));
-    return { el: e, rows: new Map() };
+    return { el: el('section', 'shopper'), rows: new Map() };
   }
 
-  function updatePanel(p, garments) {
+  function updatePanel(p, garments, cols) {
+    p.el.style.setProperty('--cols', cols);
     const keys = new Set(garments.map((g) => `${g.group}/${g.kind || ''}`));
     for (const [k, r] of p.rows) {
       if (!keys.has(k)) {
@@ -175,15 +187,20 @@
       } else {
         p.el.appendChild(r.el);
       }
-      reconcileItems(r.itemsEl, r.items, g.items.slice(0, MAX_ITEMS), 'itemId');
+      reconcileItems(r.itemsEl, r.items, g.items.slice(0, cols), 'itemId');
     }
   }
 
+  // Horizontal centre of a shopper as seen from the street: the camera looks out, so its left
+  // is the shopper's right. Columns are placed so each shopper's column is roughly in front of
+  // them.
+  const streetX = (s, width) => width - (s.bbox[0] + s.bbox[2]) / 2;
+
   // Which shoppers get the screen: those with something to show, the ones already on screen
-  // first (so panels do not swap places as people move), then the nearest (tallest box).
+  // first (so columns do not jump as people move), then the nearest (tallest box).
   function pick(shoppers) {
     const withItems = shoppers.filter((s) => s.garments.some((g) => g.items.length > 0));
-    const height = (s) => s.bbox.ymax - s.bbox.ymin;
+    const height = (s) => s.bbox[3] - s.bbox[1];
     withItems.sort((a, b) =>
       (panels.has(b.track_id) - panels.has(a.track_id)) ||
       (b.in_view - a.in_view) ||
@@ -203,21 +220,24 @@
           leave(p.el);
         }
       }
-      let rowsLeft = MAX_ROWS;
-      shown.forEach((s, i) => {
+      const cols = Math.floor(CARDS_ACROSS / shown.length);
+      const rows = shown.length === 1 ? MAX_ROWS + 1 : MAX_ROWS;
+      for (const s of shown) {
         let p = panels.get(s.track_id);
         if (!p) {
           p = newPanel();
+          p.x = streetX(s, recs.frame_width || 0);
           panels.set(s.track_id, p);
-          live.appendChild(p.el);
+          // Before the first column standing further right in the street, if any.
+          const after = [...panels.values()]
+            .filter((o) => o !== p && o.el.isConnected && o.x > p.x)
+            .sort((a, b) => a.x - b.x)[0];
+          columns.insertBefore(p.el, after ? after.el : null);
           enter(p.el);
         }
-        // Leave at least one row for each shopper after this one.
-        const room = Math.max(1, rowsLeft - (shown.length - 1 - i));
-        const garments = s.garments.filter((g) => g.items.length > 0).slice(0, room);
-        rowsLeft -= garments.length;
-        updatePanel(p, garments);
-      });
+        const garments = s.garments.filter((g) => g.items.length > 0).slice(0, rows);
+        updatePanel(p, garments, cols);
+      }
       setState('live');
       if (stats.firstLiveRenderMs === null) {
         requestAnimationFrame(() => { stats.firstLiveRenderMs = performance.now(); });
@@ -293,14 +313,15 @@
         ctx.font = '12px sans-serif';
         for (const s of recs.shoppers) {
           ctx.strokeStyle = s.in_view ? '#ffc53d' : '#777';
-          const b = s.bbox;
-          ctx.strokeRect(b.xmin * sx, b.ymin * sy, (b.xmax - b.xmin) * sx, (b.ymax - b.ymin) * sy);
+          // Boxes are [xmin, ymin, xmax, ymax] in frame pixels.
+          const [x0, y0, x1, y1] = s.bbox;
+          ctx.strokeRect(x0 * sx, y0 * sy, (x1 - x0) * sx, (y1 - y0) * sy);
           ctx.fillStyle = ctx.strokeStyle;
-          ctx.fillText(`#${s.track_id}`, b.xmin * sx + 2, b.ymin * sy + 12);
+          ctx.fillText(`#${s.track_id}`, x0 * sx + 2, y0 * sy + 12);
           for (const g of s.garments) {
             ctx.strokeStyle = '#4cc9f0';
-            const gb = g.bbox;
-            ctx.strokeRect(gb.xmin * sx, gb.ymin * sy, (gb.xmax - gb.xmin) * sx, (gb.ymax - gb.ymin) * sy);
+            const [gx0, gy0, gx1, gy1] = g.bbox;
+            ctx.strokeRect(gx0 * sx, gy0 * sy, (gx1 - gx0) * sx, (gy1 - gy0) * sy);
           }
         }
       } catch (_) { /* the next tick tries again */ }
