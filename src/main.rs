@@ -92,8 +92,11 @@ enum BenchTarget {
         #[arg(long, default_value_t = 50)]
         display_clients: usize,
         /// Length of each frame-rate measurement.
-        #[arg(long, default_value = "15s")]
+        #[arg(long, default_value = "10s")]
         window: humantime::Duration,
+        /// Alternations of "pipeline alone" and "with display clients" (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         #[arg(long)]
         json: bool,
     },
@@ -201,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     connections,
                     display_clients,
                     window,
+                    rounds,
                     json,
                 }),
             ..
@@ -212,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 connections,
                 display_clients,
                 window: window.into(),
+                rounds,
             };
             let problems = opts.problems();
             anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));

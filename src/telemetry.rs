@@ -384,7 +384,51 @@ impl Metrics {
             "# HELP vitrine_build_info Version of the running binary (value always 1).\n# TYPE vitrine_build_info gauge\nvitrine_build_info{{version=\"{}\"}} 1",
             escape(live.version)
         );
+        render_process(&mut o);
         o
+    }
+}
+
+/// The standard `process_*` metrics (Prometheus's process collector) from `/proc/self`: CPU time,
+/// resident memory and open files, so a technician sees what the daemon costs the box (and the
+/// HTTP benchmark what display clients cost the daemon). Left out where `/proc` is missing.
+fn render_process(o: &mut String) {
+    // utime and stime, fields 14 and 15 of /proc/self/stat, counted after the ")" that ends the
+    // command name (which may itself hold spaces); in USER_HZ ticks, 100 a second on Linux.
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        });
+    if let Some(cpu) = cpu {
+        let _ = writeln!(
+            o,
+            "# HELP process_cpu_seconds_total User and system CPU time of the daemon.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.2}"
+        );
+    }
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kb) = rss {
+        let _ = writeln!(
+            o,
+            "# HELP process_resident_memory_bytes Resident memory of the daemon.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            kb * 1024
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            o,
+            "# HELP process_open_fds Open file descriptors of the daemon.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
     }
 }
 
@@ -538,6 +582,13 @@ mod tests {
         assert!(text.contains("vitrine_ready 0"));
         assert!(text.contains("vitrine_start_time_seconds 10.000"));
         assert!(text.contains("vitrine_build_info{version=\"1.2.3\"} 1"));
+        let cpu: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("process CPU time");
+        assert!(cpu >= 0.0);
+        assert!(text.contains("\nprocess_resident_memory_bytes "));
     }
 
     #[test]

@@ -83,15 +83,17 @@ impl Drop for Restarted {
 
 /// `vitrine serve` on a given address (the restart), waiting for `vitrine ready`.
 fn serve_at(config: &std::path::Path, addr: &str) -> Restarted {
-    let mut child = bin()
-        .args(["serve", "--listen", addr, "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn,vitrine=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start vitrine");
-    let out = child.stdout.take().expect("stdout");
+    let mut child = Restarted(
+        bin()
+            .args(["serve", "--listen", addr, "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn,vitrine=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vitrine"),
+    );
+    let out = child.0.stdout.take().expect("stdout");
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -101,10 +103,9 @@ fn serve_at(config: &std::path::Path, addr: &str) -> Restarted {
     let deadline = Instant::now() + Duration::from_secs(120);
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if line.contains("vitrine ready") {
-            return Restarted(child);
+            return child;
         }
     }
-    let _ = child.kill();
     panic!("the restarted vitrine did not become ready");
 }
 

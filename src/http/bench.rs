@@ -4,8 +4,10 @@
 //! under a steady request rate while the pipeline runs, and connected display pages do not slow
 //! the pipeline down. Phases, each bounded in time:
 //!
-//! 1. pipeline frame rate with nothing else going on (from `/metrics`),
-//! 2. the same with `display_clients` event streams open and read,
+//! 1. pipeline frame rate and the daemon's CPU use with nothing else going on (from `/metrics`),
+//! 2. the same with `display_clients` event streams open and read — phases 1 and 2 alternate for
+//!    `rounds` rounds and medians are reported, because a shared machine's noise is larger than
+//!    the effect being measured,
 //! 3. an open-loop request rate on `/api/recommendations`: requests are scheduled at fixed times
 //!    and latency is counted from the scheduled time, so a stalled server cannot hide its queue
 //!    (no coordinated omission). The frame rate is sampled during this phase too.
@@ -54,6 +56,8 @@ pub struct HttpBenchOptions {
     pub display_clients: usize,
     /// Length of each frame-rate measurement.
     pub window: Duration,
+    /// Alternations of "alone" and "with display clients".
+    pub rounds: usize,
 }
 
 impl HttpBenchOptions {
@@ -74,6 +78,9 @@ impl HttpBenchOptions {
                 "--connections {} must be between 1 and 256",
                 self.connections
             ));
+        }
+        if !(1..=20).contains(&self.rounds) {
+            p.push(format!("--rounds {} must be between 1 and 20", self.rounds));
         }
         if self.display_clients > 1000 {
             p.push(format!(
@@ -131,22 +138,41 @@ fn latency(mut v: Vec<f64>) -> Latency {
     }
 }
 
+/// One alternation of phases 1 and 2.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub fps_alone: f64,
+    pub fps_with_clients: f64,
+    /// CPU cores the daemon used (process CPU seconds per second).
+    pub cpu_alone: f64,
+    pub cpu_with_clients: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpBenchReport {
     pub target: String,
     pub ready: bool,
+    /// The machine's 1-minute load average when the benchmark started (other work competing).
+    pub load_average_at_start: Option<f64>,
+    pub rounds: Vec<Round>,
+    /// Medians over the rounds.
     pub fps_baseline: f64,
     pub display_clients: usize,
     pub fps_with_display_clients: f64,
     /// Percentage of the baseline frame rate lost with the display clients connected.
     pub fps_drop_with_display_clients_pct: f64,
+    pub cpu_baseline: f64,
+    pub cpu_with_display_clients: f64,
     pub display_events_received: u64,
     pub display_clients_connected_seen: f64,
     pub api_rate_target: u32,
     pub api_requests: u64,
     pub api_errors: u64,
     pub api_rate_achieved: f64,
+    /// From the scheduled send time: includes any wait for a late timer or a busy connection.
     pub api_latency: Latency,
+    /// From the moment the request was written to the last byte of the response.
+    pub api_service_time: Latency,
     pub api_response_bytes: usize,
     pub fps_during_api_load: f64,
 }
@@ -155,18 +181,38 @@ impl fmt::Display for HttpBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "vitrine bench http — {} (ready: {})",
-            self.target, self.ready
+            "vitrine bench http — {} (ready: {}, load average at start: {})",
+            self.target,
+            self.ready,
+            self.load_average_at_start
+                .map(|l| format!("{l:.2}"))
+                .unwrap_or_else(|| "unknown".into())
         )?;
+        for (i, r) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "  round {}: {:.2} fps / {:.2} cores alone, {:.2} fps / {:.2} cores with display clients",
+                i + 1,
+                r.fps_alone,
+                r.cpu_alone,
+                r.fps_with_clients,
+                r.cpu_with_clients
+            )?;
+        }
         writeln!(
             f,
-            "pipeline frame rate: {:.2} fps alone, {:.2} fps with {} display clients ({:+.1} % change; {} events received, {} clients seen in /metrics)",
+            "pipeline frame rate (median): {:.2} fps alone, {:.2} fps with {} display clients ({:+.1} % change; {} events received, {} clients seen in /metrics)",
             self.fps_baseline,
             self.fps_with_display_clients,
             self.display_clients,
             -self.fps_drop_with_display_clients_pct,
             self.display_events_received,
             self.display_clients_connected_seen
+        )?;
+        writeln!(
+            f,
+            "daemon CPU (median): {:.3} cores alone, {:.3} cores with the display clients",
+            self.cpu_baseline, self.cpu_with_display_clients
         )?;
         writeln!(
             f,
@@ -184,6 +230,14 @@ impl fmt::Display for HttpBenchReport {
             self.api_latency.p90_ms,
             self.api_latency.p99_ms,
             self.api_latency.max_ms
+        )?;
+        writeln!(
+            f,
+            "  service time (request written → response read): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.api_service_time.p50_ms,
+            self.api_service_time.p90_ms,
+            self.api_service_time.p99_ms,
+            self.api_service_time.max_ms
         )?;
         write!(
             f,
@@ -285,8 +339,9 @@ impl Conn {
     }
 }
 
-/// Frames processed so far, from `/metrics`.
-async fn frames_processed(conn: &mut Conn) -> Result<(f64, f64), BenchError> {
+/// Frames processed so far, display clients connected, and the daemon's CPU seconds, from
+/// `/metrics`.
+async fn frames_processed(conn: &mut Conn) -> Result<(f64, f64, f64), BenchError> {
     let (status, body) = conn.get("/metrics").await?;
     if status != 200 {
         return Err(BenchError::Protocol(format!("/metrics answered {status}")));
@@ -299,16 +354,40 @@ async fn frames_processed(conn: &mut Conn) -> Result<(f64, f64), BenchError> {
     let frames = value("vitrine_frames_processed_total").ok_or_else(|| {
         BenchError::Protocol("/metrics has no vitrine_frames_processed_total".into())
     })?;
-    Ok((frames, value("vitrine_display_clients").unwrap_or(0.0)))
+    Ok((
+        frames,
+        value("vitrine_display_clients").unwrap_or(0.0),
+        value("process_cpu_seconds_total").unwrap_or(0.0),
+    ))
 }
 
-/// The pipeline's frame rate over `window`, and the display clients `/metrics` saw at the end.
-async fn fps(conn: &mut Conn, window: Duration) -> Result<(f64, f64), BenchError> {
-    let (f0, _) = frames_processed(conn).await?;
+/// The pipeline's frame rate and the daemon's CPU cores over `window`, and the display clients
+/// `/metrics` saw at the end.
+async fn fps(conn: &mut Conn, window: Duration) -> Result<(f64, f64, f64), BenchError> {
+    let (f0, _, c0) = frames_processed(conn).await?;
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let (f1, clients) = frames_processed(conn).await?;
-    Ok(((f1 - f0) / t0.elapsed().as_secs_f64(), clients))
+    let (f1, clients, c1) = frames_processed(conn).await?;
+    let s = t0.elapsed().as_secs_f64();
+    Ok(((f1 - f0) / s, (c1 - c0) / s, clients))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Opens one display event stream and reads it until aborted; counts `recommendations` events.
@@ -340,23 +419,37 @@ async fn display_client(
 /// Runs the three phases against the daemon at `opts.addr`.
 pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError> {
     let addr = opts.addr;
+    let load_average_at_start = load_average();
     let mut probe = Conn::open(addr).await?;
     let (ready_status, _) = probe.get("/readyz").await?;
 
-    // Phase 1: the pipeline alone.
-    let (fps_baseline, _) = fps(&mut probe, opts.window).await?;
-
-    // Phase 2: with display clients connected and reading.
+    // Phases 1 and 2, alternating: the pipeline alone, then with display clients connected.
     let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..opts.display_clients {
-        clients.spawn(display_client(addr, events.clone()));
+    let mut rounds = Vec::with_capacity(opts.rounds);
+    let mut seen = 0.0;
+    for _ in 0..opts.rounds {
+        let (fps_alone, cpu_alone, _) = fps(&mut probe, opts.window).await?;
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..opts.display_clients {
+            clients.spawn(display_client(addr, events.clone()));
+        }
+        // Give every page time to connect and take its first events before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (fps_with_clients, cpu_with_clients, s) = fps(&mut probe, opts.window).await?;
+        seen = s;
+        clients.abort_all();
+        while clients.join_next().await.is_some() {}
+        // Let the daemon notice the closed streams before the next quiet window.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rounds.push(Round {
+            fps_alone,
+            fps_with_clients,
+            cpu_alone,
+            cpu_with_clients,
+        });
     }
-    // Give every page time to connect and take its first events before measuring.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (fps_with, seen) = fps(&mut probe, opts.window).await?;
-    clients.abort_all();
-    while clients.join_next().await.is_some() {}
+    let fps_baseline = median(rounds.iter().map(|r| r.fps_alone).collect());
+    let fps_with = median(rounds.iter().map(|r| r.fps_with_clients).collect());
     let drop_pct = if fps_baseline > 0.0 {
         (fps_baseline - fps_with) / fps_baseline * 100.0
     } else {
@@ -371,12 +464,14 @@ pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError>
         let mut conn = Conn::open(addr).await?;
         senders.push(tx);
         workers.spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut service) = (Vec::new(), Vec::new());
             let (mut errors, mut bytes) = (0u64, 0usize);
             while let Some(scheduled) = rx.recv().await {
+                let sent = Instant::now();
                 match conn.get("/api/recommendations").await {
                     Ok((200, body)) => {
                         lat.push(scheduled.elapsed().as_secs_f64() * 1e3);
+                        service.push(sent.elapsed().as_secs_f64() * 1e3);
                         bytes = body.len();
                     }
                     Ok(_) => errors += 1,
@@ -389,36 +484,48 @@ pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError>
                     }
                 }
             }
-            (lat, errors, bytes)
+            (lat, service, errors, bytes)
         });
     }
-    let (f0, _) = frames_processed(&mut probe).await?;
+    let (f0, _, _) = frames_processed(&mut probe).await?;
     let period = Duration::from_secs_f64(1.0 / f64::from(opts.rate));
     let total = (opts.duration.as_secs_f64() * f64::from(opts.rate)).round() as u64;
     let start = Instant::now();
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for i in 0..total {
-        let at = tick.tick().await.into_std();
-        // A closed channel means that worker gave up; its share counts as errors below.
-        let _ = senders[(i as usize) % senders.len()].send(at);
-    }
-    drop(senders);
+    // The schedule runs on a thread of its own with the OS's sleep (tens of microseconds late)
+    // rather than the async timer (whole milliseconds), so latency from the scheduled time
+    // measures the server, not the load generator's clock.
+    let scheduler = std::thread::spawn(move || {
+        for i in 0..total {
+            let at = start + period.mul_f64(i as f64);
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            // A closed channel means that worker gave up; its share counts as errors below.
+            let _ = senders[(i as usize) % senders.len()].send(at);
+        }
+    });
     let mut lat = Vec::with_capacity(total as usize);
+    let mut service = Vec::with_capacity(total as usize);
     let (mut errors, mut bytes) = (0u64, 0usize);
     while let Some(r) = workers.join_next().await {
-        if let Ok((l, e, b)) = r {
+        if let Ok((l, sv, e, b)) = r {
             lat.extend(l);
+            service.extend(sv);
             errors += e;
             bytes = bytes.max(b);
         }
     }
+    let _ = scheduler.join();
     let elapsed = start.elapsed().as_secs_f64();
-    let (f1, _) = frames_processed(&mut probe).await?;
+    let (f1, _, _) = frames_processed(&mut probe).await?;
     let ok = lat.len() as u64;
     Ok(HttpBenchReport {
         target: format!("http://{addr}/"),
         ready: ready_status == 200,
+        load_average_at_start,
+        cpu_baseline: median(rounds.iter().map(|r| r.cpu_alone).collect()),
+        cpu_with_display_clients: median(rounds.iter().map(|r| r.cpu_with_clients).collect()),
+        rounds,
         fps_baseline,
         display_clients: opts.display_clients,
         fps_with_display_clients: fps_with,
@@ -430,6 +537,7 @@ pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError>
         api_errors: errors + total.saturating_sub(ok + errors),
         api_rate_achieved: ok as f64 / elapsed,
         api_latency: latency(lat),
+        api_service_time: latency(service),
         api_response_bytes: bytes,
         fps_during_api_load: (f1 - f0) / elapsed,
     })
@@ -472,7 +580,8 @@ mod tests {
             connections: 0,
             display_clients: 5000,
             window: Duration::from_secs(5),
+            rounds: 0,
         };
-        assert_eq!(o.problems().len(), 4);
+        assert_eq!(o.problems().len(), 5);
     }
 }

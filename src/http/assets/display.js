@@ -394,6 +394,15 @@
     }
   }, 500);
 
+  // A page being left (or frozen in the back/forward cache) gives its stream back at once:
+  // browsers allow only six connections per host, and a stream held by a hidden page would
+  // stall the next load until it timed out.
+  window.addEventListener('pagehide', () => {
+    if (st.es) st.es.close();
+    st.es = null;
+  });
+  window.addEventListener('pageshow', (e) => { if (e.persisted) connect(); });
+
   loadShowcase().then(() => { st.showcaseAt = 0; });
   connect();
 })();
