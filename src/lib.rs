@@ -312,11 +312,7 @@ pub fn detect_images(
         settings.detector.resize,
     )?;
     for path in images {
-        let img = image::open(path)
-            .map_err(|e| {
-                DaemonError::Internal(format!("cannot decode image {}: {e}", path.display()))
-            })?
-            .into_rgb8();
+        let img = capture::replay::read_image(path).map_err(DaemonError::Internal)?;
         let dets = det.detect(&img)?;
         let boxes: Vec<serde_json::Value> =
             dets.iter().map(|d| serde_json::json!({ "label": d.label, "score": d.score, "bbox": <[f32; 4]>::from(d.bbox) })).collect();
