@@ -22,9 +22,13 @@ pub struct TrackerSettings {
     /// Weight of a new embedding in the moving average (1 = no smoothing).
     #[serde(default = "alpha")]
     pub smoothing: f32,
-    /// Re-embed a garment whose box overlaps the box it was last embedded at by less than this.
-    #[serde(default = "reembed")]
-    pub reembed_iou: f32,
+    /// Re-embed a garment whose box centre moved more than this fraction of the box's diagonal
+    /// since it was last embedded (what is behind the garment changes)…
+    #[serde(default = "shift")]
+    pub reembed_shift: f32,
+    /// …or whose box grew or shrank by more than this factor (the shopper came closer or turned).
+    #[serde(default = "scale")]
+    pub reembed_scale: f32,
     /// Re-embed a garment at least this often even when it stands still.
     #[serde(default = "refresh", with = "millis")]
     pub refresh_ms: Duration,
@@ -53,8 +57,11 @@ fn timeout() -> Duration {
 fn alpha() -> f32 {
     0.5
 }
-fn reembed() -> f32 {
-    0.6
+fn shift() -> f32 {
+    0.5
+}
+fn scale() -> f32 {
+    1.25
 }
 fn refresh() -> Duration {
     Duration::from_millis(1000)
@@ -69,7 +76,8 @@ impl Default for TrackerSettings {
             match_iou: iou(),
             timeout_ms: timeout(),
             smoothing: alpha(),
-            reembed_iou: reembed(),
+            reembed_shift: shift(),
+            reembed_scale: scale(),
             refresh_ms: refresh(),
             confirm_updates: confirm(),
         }
@@ -79,13 +87,23 @@ impl Default for TrackerSettings {
 impl TrackerSettings {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        for (name, v) in [
-            ("match_iou", self.match_iou),
-            ("reembed_iou", self.reembed_iou),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                p.push(format!("recommend.{name} = {v} must be between 0 and 1"));
-            }
+        if !(0.0..=1.0).contains(&self.match_iou) {
+            p.push(format!(
+                "recommend.tracking.match_iou = {} must be between 0 and 1",
+                self.match_iou
+            ));
+        }
+        if !(self.reembed_shift >= 0.0) {
+            p.push(format!(
+                "recommend.tracking.reembed_shift = {} must be 0 or more",
+                self.reembed_shift
+            ));
+        }
+        if !(self.reembed_scale >= 1.0) {
+            p.push(format!(
+                "recommend.tracking.reembed_scale = {} must be 1 or more",
+                self.reembed_scale
+            ));
         }
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
             p.push(format!(
@@ -196,7 +214,7 @@ impl Tracker {
         }
         let timeout = self.settings.timeout_ms;
         self.tracks
-            .retain(|t| now.duration_since(t.last_seen) <= timeout);
+            .retain(|t| now.saturating_duration_since(t.last_seen) <= timeout);
     }
 
     /// Garments of shoppers in view whose embedding is missing, stale, or taken at a box that has
@@ -208,8 +226,12 @@ impl Tracker {
             for (gi, g) in t.garments.iter().enumerate() {
                 let stale = match (g.embedded_bbox, g.embedded_at) {
                     (Some(b), Some(at)) => {
-                        b.iou(&g.bbox) < self.settings.reembed_iou
-                            || now.duration_since(at) >= self.settings.refresh_ms
+                        changed(
+                            &b,
+                            &g.bbox,
+                            self.settings.reembed_shift,
+                            self.settings.reembed_scale,
+                        ) || now.saturating_duration_since(at) >= self.settings.refresh_ms
                     }
                     _ => true,
                 };
@@ -289,6 +311,23 @@ impl Tracker {
             g.dirty = g.embedding.is_some();
         }
     }
+}
+
+/// Whether a garment box moved or changed size enough since `then` that its look may have changed.
+fn changed(then: &PixelBox, now: &PixelBox, max_shift: f32, max_scale: f32) -> bool {
+    let centre = |b: &PixelBox| ((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0);
+    let ((x0, y0), (x1, y1)) = (centre(then), centre(now));
+    let diag = then.width().hypot(then.height()).max(1.0);
+    let ratio = |a: f32, b: f32| {
+        if a <= 0.0 || b <= 0.0 {
+            f32::INFINITY
+        } else {
+            (a / b).max(b / a)
+        }
+    };
+    (x1 - x0).hypot(y1 - y0) > max_shift * diag
+        || ratio(then.width(), now.width()) > max_scale
+        || ratio(then.height(), now.height()) > max_scale
 }
 
 /// Takes this frame's regions into a track's garments, keeping each garment's state when a
@@ -410,7 +449,21 @@ mod tests {
             (vec![], 1),
             "barely moved: reused"
         );
-        t.update(vec![shopper(60.0)], t0 + Duration::from_millis(200));
+        // Walking sideways: each step keeps the track, the third takes the garment more than half
+        // its diagonal (~90 px) away from where it was embedded.
+        t.update(vec![shopper(45.0)], t0 + Duration::from_millis(150));
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(150)).0.len(),
+            0,
+            "45 px: reused"
+        );
+        t.update(vec![shopper(85.0)], t0 + Duration::from_millis(180));
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(180)).0.len(),
+            0,
+            "85 px: reused"
+        );
+        t.update(vec![shopper(125.0)], t0 + Duration::from_millis(200));
         assert_eq!(
             t.embed_requests(t0 + Duration::from_millis(200)).0.len(),
             1,
@@ -430,6 +483,19 @@ mod tests {
             1,
             "aged: re-embedded"
         );
+    }
+
+    #[test]
+    fn a_garment_that_grows_is_embedded_again() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        t.update(vec![shopper(0.0)], t0);
+        t.set_embedding(0, 0, vec![1.0, 0.0], t0);
+        let mut closer = shopper(0.0);
+        closer.bbox.ymax = 400.0;
+        closer.regions[0].bbox.ymax = 200.0; // 150 → 200 px tall: 1.33× > 1.25
+        t.update(vec![closer], t0 + Duration::from_millis(100));
+        assert_eq!(t.embed_requests(t0 + Duration::from_millis(100)).0.len(), 1);
     }
 
     #[test]
