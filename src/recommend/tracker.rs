@@ -35,6 +35,10 @@ pub struct TrackerSettings {
     /// Updates a different list must win in a row before the display switches to it.
     #[serde(default = "confirm")]
     pub confirm_updates: u32,
+    /// At most this many crops are embedded per frame: new garments first, then the stalest.
+    /// The rest wait a frame, so a crowd walking in never makes one frame late (p99 latency).
+    #[serde(default = "budget")]
+    pub max_embeds_per_frame: usize,
 }
 
 mod millis {
@@ -69,6 +73,9 @@ fn refresh() -> Duration {
 fn confirm() -> u32 {
     2
 }
+fn budget() -> usize {
+    6
+}
 
 impl Default for TrackerSettings {
     fn default() -> Self {
@@ -80,6 +87,7 @@ impl Default for TrackerSettings {
             reembed_scale: scale(),
             refresh_ms: refresh(),
             confirm_updates: confirm(),
+            max_embeds_per_frame: budget(),
         }
     }
 }
@@ -110,6 +118,9 @@ impl TrackerSettings {
                 "recommend.smoothing = {} must be in (0, 1]",
                 self.smoothing
             ));
+        }
+        if self.max_embeds_per_frame == 0 {
+            p.push("recommend.tracking.max_embeds_per_frame must be at least 1".into());
         }
         if self.confirm_updates == 0 {
             p.push("recommend.confirm_updates must be at least 1".into());
@@ -218,13 +229,15 @@ impl Tracker {
     }
 
     /// Garments of shoppers in view whose embedding is missing, stale, or taken at a box that has
-    /// since moved too far.
+    /// since moved too far, within the per-frame budget (missing ones first, then the oldest).
+    /// Returns the requests and how many garments reuse their tracked embedding this frame.
     pub fn embed_requests(&self, now: Instant) -> (Vec<EmbedRequest>, usize) {
-        let mut out = Vec::new();
-        let mut reused = 0;
+        // (never embedded, embedded at) orders new garments first, then the stalest.
+        let mut stale: Vec<(bool, Option<Instant>, EmbedRequest)> = Vec::new();
+        let mut fresh = 0;
         for (ti, t) in self.tracks.iter().enumerate().filter(|(_, t)| t.in_view) {
             for (gi, g) in t.garments.iter().enumerate() {
-                let stale = match (g.embedded_bbox, g.embedded_at) {
+                let is_stale = match (g.embedded_bbox, g.embedded_at) {
                     (Some(b), Some(at)) => {
                         changed(
                             &b,
@@ -235,14 +248,22 @@ impl Tracker {
                     }
                     _ => true,
                 };
-                if stale {
-                    out.push((ti, gi, g.bbox));
+                if is_stale {
+                    stale.push((g.embedding.is_some(), g.embedded_at, (ti, gi, g.bbox)));
                 } else {
-                    reused += 1;
+                    fresh += 1;
                 }
             }
         }
-        (out, reused)
+        stale.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let deferred = stale
+            .len()
+            .saturating_sub(self.settings.max_embeds_per_frame);
+        stale.truncate(self.settings.max_embeds_per_frame);
+        (
+            stale.into_iter().map(|(_, _, r)| r).collect(),
+            fresh + deferred,
+        )
     }
 
     /// Folds a fresh embedding into the garment's moving average.
@@ -496,6 +517,39 @@ mod tests {
         closer.regions[0].bbox.ymax = 200.0; // 150 → 200 px tall: 1.33× > 1.25
         t.update(vec![closer], t0 + Duration::from_millis(100));
         assert_eq!(t.embed_requests(t0 + Duration::from_millis(100)).0.len(), 1);
+    }
+
+    #[test]
+    fn a_crowd_is_embedded_within_the_budget_new_garments_first() {
+        let settings = TrackerSettings {
+            max_embeds_per_frame: 3,
+            ..Default::default()
+        };
+        let mut t = Tracker::new(settings);
+        let t0 = Instant::now();
+        t.update(vec![shopper(0.0), shopper(300.0)], t0);
+        for (ti, gi, _) in t.embed_requests(t0).0 {
+            t.set_embedding(ti, gi, vec![1.0, 0.0], t0);
+        }
+        // Two known shoppers gone stale and three new ones arrive: the new ones go first.
+        let later = t0 + Duration::from_millis(1100);
+        t.update(
+            vec![
+                shopper(0.0),
+                shopper(300.0),
+                shopper(600.0),
+                shopper(900.0),
+                shopper(1200.0),
+            ],
+            later,
+        );
+        let (req, waiting) = t.embed_requests(later);
+        assert_eq!(req.len(), 3);
+        assert!(
+            req.iter().all(|(ti, _, _)| *ti >= 2),
+            "new shoppers first: {req:?}"
+        );
+        assert_eq!(waiting, 2, "the two stale ones wait a frame");
     }
 
     #[test]
