@@ -101,13 +101,13 @@ impl TrackerSettings {
                 self.match_iou
             ));
         }
-        if !(self.reembed_shift >= 0.0) {
+        if self.reembed_shift.is_nan() || self.reembed_shift < 0.0 {
             p.push(format!(
                 "recommend.tracking.reembed_shift = {} must be 0 or more",
                 self.reembed_shift
             ));
         }
-        if !(self.reembed_scale >= 1.0) {
+        if self.reembed_scale.is_nan() || self.reembed_scale < 1.0 {
             p.push(format!(
                 "recommend.tracking.reembed_scale = {} must be 1 or more",
                 self.reembed_scale
