@@ -57,6 +57,9 @@ enum Command {
         /// Also run exact search for every query (untimed) and report how often the index agrees.
         #[arg(long)]
         check_exact: bool,
+        /// Deliver frames at the camera rate (the replay's fps) and report the CPU used, as in the shop.
+        #[arg(long)]
+        paced: bool,
         /// Search this catalog folder instead of the config's (e.g. a 10,000-item benchmark catalog).
         #[arg(long)]
         catalog: Option<PathBuf>,
@@ -162,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             warmup,
             no_cache,
             check_exact,
+            paced,
             catalog,
             json,
         } => {
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     warmup,
                     no_cache,
                     check_exact,
+                    paced,
                 },
             )?;
             if json {
