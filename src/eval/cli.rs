@@ -748,7 +748,7 @@ fn labels_check(a: CheckArgs) -> Result<(), EvalError> {
             s.push_str(&format!("problem: {p}\n"));
         }
         for n in &report.notes {
-            s.push_str(&format!("ok: {n}\n"));
+            s.push_str(&format!("note: {n}\n"));
         }
         if !checked_something {
             s.push_str("note: only the map's own structure was checked; add --model or --classes, and --categories, --gt, --deepfashion or --deepfashion2\n");

@@ -227,8 +227,9 @@ pub fn check_against_numbered(entries: &[(u32, String)], dataset: &[(u32, String
     let n = c.offending_ids.len();
     let head = match offsets.as_slice() {
         [d] if c.offending_ids.iter().all(|o| o.map_id.is_some()) => format!(
-            "the map is shifted by {d:+} against the dataset: all {n} disagreeing categories sit {} places {} (ids {})",
+            "the map is shifted by {d:+} against the dataset: all {n} disagreeing categories sit {} place{} {} (ids {})",
             d.abs(),
+            if d.abs() == 1 { "" } else { "s" },
             if *d < 0 { "lower" } else { "higher" },
             c.offending_ids
                 .iter()
