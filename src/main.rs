@@ -54,6 +54,9 @@ enum Command {
         /// Re-embed every garment on every frame (no tracker embedding cache).
         #[arg(long)]
         no_cache: bool,
+        /// Search this catalog folder instead of the config's (e.g. a 10,000-item benchmark catalog).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -170,9 +173,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             frames,
             warmup,
             no_cache,
+            catalog,
             json,
         } => {
-            let settings = load(config)?;
+            let mut settings = load(config)?;
+            if let Some(c) = catalog {
+                settings.catalog.path = c;
+            }
             let report = vitrine::bench::run(
                 &settings,
                 &vitrine::bench::BenchOptions {

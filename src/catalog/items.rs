@@ -82,12 +82,12 @@ impl Manifest {
     }
 }
 
+/// Items, their unit-length vectors (same order) and the embedding size.
+pub type ItemsAndVectors = (Vec<Item>, Vec<Vec<f32>>, usize);
+
 /// Reads `items.jsonl` with inline embeddings. `dim` is the expected embedding size (the running
 /// embedder's); when unknown, the first item's size is taken. Vectors come back unit length.
-pub fn read_items(
-    path: &Path,
-    dim: Option<usize>,
-) -> Result<(Vec<Item>, Vec<Vec<f32>>, usize), CatalogError> {
+pub fn read_items(path: &Path, dim: Option<usize>) -> Result<ItemsAndVectors, CatalogError> {
     let file = std::fs::File::open(path).map_err(|source| CatalogError::Read {
         path: path.into(),
         source,

@@ -80,10 +80,7 @@ impl InputSpec {
                 self.width, self.height
             ));
         }
-        if self
-            .std
-            .iter()
-            .any(|s| !(s.abs() > 1e-12) || !s.is_finite())
+        if self.std.iter().any(|s| s.abs() <= 1e-12 || !s.is_finite())
             || self.mean.iter().any(|m| !m.is_finite())
         {
             out.push("input mean must be finite and std non-zero".to_string());
