@@ -200,9 +200,7 @@ fn run_detector_scores_and_saves_predictions_that_read_back() {
     image::RgbImage::from_pixel(160, 120, image::Rgb([128, 128, 128]))
         .save(&img)
         .expect("save");
-    let cfg = dir.path().join("detect.toml");
-    let root = env!("CARGO_MANIFEST_DIR");
-    std::fs::write(&cfg, detector_only_config(root)).expect("config");
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("vitrine.toml");
     let (ok, out, err) = vitrine(&[
         "eval",
         "detections",
@@ -227,17 +225,6 @@ fn run_detector_scores_and_saves_predictions_that_read_back() {
         (pred.images[0].width, pred.images[0].height),
         (Some(160), Some(120))
     );
-}
-
-/// A config whose detector is the shipped OIDv4 SSD and whose other parts need not exist:
-/// evaluation builds only the detector.
-fn detector_only_config(root: &str) -> String {
-    format!(
-        "[camera]\nsource = \"replay\"\npath = \"{root}/does-not-matter\"\n\
-         [detector]\nmodel = \"{root}/models/ssd_mobilenetv2_oidv4_int8.toml\"\n\
-         [embedder]\nmodel = \"{root}/models/not-needed.toml\"\n\
-         [catalog]\npath = \"{root}/catalog/not-needed\"\n"
-    )
 }
 
 fn write_gt(dir: &Path, image: &str) -> PathBuf {

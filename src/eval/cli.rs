@@ -420,10 +420,12 @@ fn eval_retrieval(a: RetrievalArgs) -> Result<(), EvalError> {
         .unwrap_or_else(crate::config::default_config_path);
     let setup = EmbedderSetup::from_config(&config, a.catalog.as_deref())?;
     let mut emb = setup.build()?;
+    let spec = &setup.settings.embedder.spec;
+    let index = setup.settings.catalog.index;
     let catalog = Catalog::load(
         &setup.catalog,
-        Some((setup.spec.output.dim, setup.spec.sha256.as_str())),
-        &setup.index,
+        Some((spec.output.dim, spec.sha256.as_str())),
+        &index,
     )?;
     let mut ks = a.k.clone();
     ks.sort_unstable();
@@ -457,7 +459,7 @@ fn eval_retrieval(a: RetrievalArgs) -> Result<(), EvalError> {
         },
         &RetrievalOptions {
             ks,
-            ef: setup.index.ef_search,
+            ef: index.ef_search,
         },
     )?;
     let text = if a.json {
@@ -525,11 +527,12 @@ fn dataset_lint(a: LintArgs) -> Result<(), EvalError> {
     let report = if a.people {
         let setup =
             DetectorSetup::from_config(&a.model.config_path(), a.model.detector.as_deref(), None)?;
-        let persons = setup.person_labels.clone();
-        if !persons.iter().any(|p| setup.spec.labels.id_of(p).is_some()) {
+        let persons = setup.person_labels().to_vec();
+        let labels = &setup.settings.detector.spec.labels;
+        if !persons.iter().any(|p| labels.id_of(p).is_some()) {
             return Err(EvalError::Usage(format!(
                 "--people needs a detector that finds people, but {} names none of the config's person labels {persons:?}",
-                setup.spec.labels.source().display()
+                labels.source().display()
             )));
         }
         let mut det = setup.build()?;

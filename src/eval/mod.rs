@@ -26,6 +26,7 @@ pub mod taxonomy;
 use std::path::PathBuf;
 
 use crate::catalog::CatalogError;
+use crate::config::ConfigError;
 use crate::vision::ModelError;
 use crate::vision::labels::LabelError;
 
@@ -55,11 +56,8 @@ pub enum EvalError {
     },
     #[error("cannot decode image {path}: {message}")]
     Image { path: PathBuf, message: String },
-    #[error("configuration {path}:\n  - {}", .problems.join("\n  - "))]
-    Config {
-        path: PathBuf,
-        problems: Vec<String>,
-    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]

@@ -1,10 +1,8 @@
-//! The models the evaluation tools run, built from a Vitrine config file.
-//!
-//! [`crate::config::Settings`] checks a whole appliance — camera, catalog, both models — because
-//! the daemon needs all of them. Scoring a detector needs only the detector (and linting a
-//! dataset only the person detector), so this reads the same [`RawConfig`] with the same model
-//! loader ([`ModelSpec`]), defaults and range checks, but builds just the part asked for: a
-//! trainer can evaluate a new model on a laptop that has no catalog and no camera.
+//! The models the evaluation tools run, built from a Vitrine config file exactly as the daemon
+//! builds them ([`Settings::load`], then `Detector::build` / `Embedder::build`), so a score
+//! measured here is the score of what `vitrine serve` runs: same runtime, providers, resize mode
+//! and NMS. `--detector` swaps in another detector model TOML (a freshly trained one) while
+//! keeping the config's runtime and thresholds.
 
 use std::path::{Path, PathBuf};
 
@@ -12,62 +10,15 @@ use image::RgbImage;
 
 use super::EvalError;
 use super::formats::{BoxRecord, Dataset, ImageRecord};
-use crate::catalog::IndexParams;
-use crate::config::RawConfig;
-use crate::config::model::{DetectorSpec, EmbedderSpec, ModelSpec};
+use crate::config::Settings;
+use crate::config::model::ModelSpec;
 use crate::vision::detector::Detector;
 use crate::vision::embedder::Embedder;
-use crate::vision::geometry::NmsParams;
-use crate::vision::preprocess::ResizeMode;
-use crate::vision::runtime::SessionOptions;
 
-struct Base {
-    config: PathBuf,
-    dir: PathBuf,
-    raw: RawConfig,
-    library: Option<PathBuf>,
-    session: SessionOptions,
-}
-
-fn read(config: &Path) -> Result<Base, EvalError> {
-    let fail = |problems: Vec<String>| EvalError::Config {
-        path: config.into(),
-        problems,
-    };
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| fail(vec![e.message().to_string()]))?;
-    let dir = config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let library = raw.runtime.onnxruntime.as_ref().map(|p| dir.join(p));
-    let session = SessionOptions {
-        providers: raw.runtime.providers.clone(),
-        require_gpu: raw.runtime.require_gpu,
-        tensorrt_cache: raw.runtime.tensorrt_cache.as_ref().map(|p| dir.join(p)),
-        intra_threads: raw.runtime.intra_threads,
-    };
-    Ok(Base {
-        config: config.into(),
-        dir,
-        raw,
-        library,
-        session,
-    })
-}
-
-/// Everything needed to build the configured detector.
+/// The configured detector, ready to build.
 #[derive(Debug, Clone)]
 pub struct DetectorSetup {
-    pub spec: DetectorSpec,
-    pub nms: NmsParams,
-    pub resize: ResizeMode,
-    pub library: Option<PathBuf>,
-    pub session: SessionOptions,
-    /// The config's `regions.person_labels`: what the lint counts as a person.
-    pub person_labels: Vec<String>,
+    pub settings: Settings,
 }
 
 impl DetectorSetup {
@@ -79,108 +30,65 @@ impl DetectorSetup {
         model: Option<&Path>,
         min_score: Option<f32>,
     ) -> Result<Self, EvalError> {
-        let b = read(config)?;
-        let d = &b.raw.detector;
-        let mut problems = Vec::new();
-        let score = min_score.unwrap_or(d.score_threshold);
-        if !(score > 0.0 && score <= 1.0) {
-            problems.push(format!("score threshold {score} must be in (0, 1]"));
+        let mut settings = Settings::load(config)?;
+        if let Some(m) = model {
+            settings.detector.spec =
+                ModelSpec::detector(m).map_err(|problems| EvalError::Invalid {
+                    path: m.into(),
+                    problems,
+                })?;
         }
-        if !(d.iou_threshold > 0.0 && d.iou_threshold <= 1.0) {
-            problems.push(format!(
-                "detector.iou_threshold = {} must be in (0, 1]",
-                d.iou_threshold
-            ));
+        if let Some(s) = min_score {
+            if !(s > 0.0 && s <= 1.0) {
+                return Err(EvalError::Usage(format!(
+                    "--min-score {s} must be in (0, 1]"
+                )));
+            }
+            settings.detector.nms.score_threshold = s;
         }
-        if !(1..=1000).contains(&d.max_detections) {
-            problems.push(format!(
-                "detector.max_detections = {} must be between 1 and 1000",
-                d.max_detections
-            ));
-        }
-        let model_path = model
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| b.dir.join(&d.model));
-        let spec = ModelSpec::detector(&model_path).map_err(|p| {
-            problems.extend(p);
-        });
-        if let Some(l) = b.library.as_ref().filter(|l| !l.is_file()) {
-            problems.push(format!(
-                "runtime.onnxruntime = {} does not exist (run scripts/bootstrap)",
-                l.display()
-            ));
-        }
-        match spec {
-            Ok(spec) if problems.is_empty() => Ok(Self {
-                spec,
-                nms: NmsParams {
-                    score_threshold: score,
-                    iou_threshold: d.iou_threshold,
-                    max_detections: d.max_detections,
-                },
-                resize: d.resize,
-                library: b.library,
-                session: b.session,
-                person_labels: b.raw.regions.person_labels.clone(),
-            }),
-            _ => Err(EvalError::Config {
-                path: b.config,
-                problems,
-            }),
-        }
+        Ok(Self { settings })
+    }
+
+    /// The config's `regions.person_labels`: what the lint counts as a person.
+    pub fn person_labels(&self) -> &[String] {
+        &self.settings.regions.person_labels
     }
 
     pub fn build(&self) -> Result<Detector, EvalError> {
+        let s = &self.settings;
         Ok(Detector::build(
-            &self.spec,
-            &self.session,
-            self.library.as_deref(),
-            self.nms,
-            self.resize,
+            &s.detector.spec,
+            &s.runtime.session,
+            s.runtime.library.as_deref(),
+            s.detector.nms,
+            s.detector.resize,
         )?)
     }
 }
 
-/// Everything needed to embed queries and search the configured catalog.
+/// The configured embedder and the catalog folder to search.
 #[derive(Debug, Clone)]
 pub struct EmbedderSetup {
-    pub spec: EmbedderSpec,
-    pub library: Option<PathBuf>,
-    pub session: SessionOptions,
+    pub settings: Settings,
     pub catalog: PathBuf,
-    pub index: IndexParams,
 }
 
 impl EmbedderSetup {
     /// The embedder and catalog of `config`; `catalog` overrides the catalog folder.
     pub fn from_config(config: &Path, catalog: Option<&Path>) -> Result<Self, EvalError> {
-        let b = read(config)?;
-        let mut problems = b.raw.catalog.index.problems();
-        let spec =
-            ModelSpec::embedder(&b.dir.join(&b.raw.embedder.model)).map_err(|p| problems.extend(p));
+        let settings = Settings::load(config)?;
         let catalog = catalog
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| b.dir.join(&b.raw.catalog.path));
-        match spec {
-            Ok(spec) if problems.is_empty() => Ok(Self {
-                spec,
-                library: b.library,
-                session: b.session,
-                catalog,
-                index: b.raw.catalog.index,
-            }),
-            _ => Err(EvalError::Config {
-                path: b.config,
-                problems,
-            }),
-        }
+            .unwrap_or_else(|| settings.catalog.path.clone());
+        Ok(Self { settings, catalog })
     }
 
     pub fn build(&self) -> Result<Embedder, EvalError> {
+        let s = &self.settings;
         Ok(Embedder::build(
-            &self.spec,
-            &self.session,
-            self.library.as_deref(),
+            &s.embedder.spec,
+            &s.runtime.session,
+            s.runtime.library.as_deref(),
         )?)
     }
 }
