@@ -267,6 +267,9 @@ pub struct LintArgs {
     /// Run the person detector: report images with no person or several.
     #[arg(long)]
     pub people: bool,
+    /// Score a detection needs to count as a person (default: the config's detector threshold).
+    #[arg(long, requires = "people")]
+    pub person_score: Option<f32>,
     #[command(flatten)]
     pub model: DetectorArgs,
     /// Write the cleaned annotations (JSONL) here.
@@ -525,8 +528,11 @@ fn dataset_lint(a: LintArgs) -> Result<(), EvalError> {
         ..Default::default()
     };
     let report = if a.people {
-        let setup =
-            DetectorSetup::from_config(&a.model.config_path(), a.model.detector.as_deref(), None)?;
+        let setup = DetectorSetup::from_config(
+            &a.model.config_path(),
+            a.model.detector.as_deref(),
+            a.person_score,
+        )?;
         let persons = setup.person_labels().to_vec();
         let labels = &setup.settings.detector.spec.labels;
         if !persons.iter().any(|p| labels.id_of(p).is_some()) {

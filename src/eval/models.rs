@@ -41,7 +41,7 @@ impl DetectorSetup {
         if let Some(s) = min_score {
             if !(s > 0.0 && s <= 1.0) {
                 return Err(EvalError::Usage(format!(
-                    "--min-score {s} must be in (0, 1]"
+                    "score threshold {s} must be in (0, 1]"
                 )));
             }
             settings.detector.nms.score_threshold = s;
