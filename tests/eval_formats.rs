@@ -238,3 +238,65 @@ fn write_gt(dir: &Path, image: &str) -> PathBuf {
     .expect("gt");
     p
 }
+
+#[test]
+fn vitrine_detect_output_is_a_prediction_file() {
+    // `vitrine detect` prints the records `eval detections --pred` reads; its image paths (as
+    // given on the command line) align with the ground truth's names by their common suffix.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let still = root.join("models/demo/stills/astronaut.png");
+    let (ok, out, err) = vitrine(&[
+        "detect",
+        "--config",
+        s(&root.join("vitrine.toml")),
+        s(&still),
+    ]);
+    assert!(ok, "{err}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let pred = dir.path().join("pred.jsonl");
+    std::fs::write(&pred, &out).expect("write");
+    let gt = dir.path().join("gt.jsonl");
+    std::fs::write(
+        &gt,
+        "{\"image\": \"stills/astronaut.png\", \"width\": 512, \"height\": 512, \"boxes\": [{\"label\": \"Person\", \"bbox\": [18, 14, 365, 512]}]}\n",
+    )
+    .expect("gt");
+    let (ok, out, err) = vitrine(&[
+        "eval",
+        "detections",
+        "--gt",
+        s(&gt),
+        "--pred",
+        s(&pred),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["per_category"]["Person"]["ap"], 1.0, "{v}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+#[test]
+fn deepfashion_images_are_found_from_the_benchmark_folder_or_its_anno_folder() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let anno = dir.path().join("Anno");
+    std::fs::create_dir_all(&anno).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("img")).expect("mkdir");
+    for f in [
+        "list_bbox.txt",
+        "list_category_img.txt",
+        "list_category_cloth.txt",
+    ] {
+        std::fs::copy(data("deepfashion/Anno").join(f), anno.join(f)).expect("copy");
+    }
+    for given in [dir.path().to_path_buf(), anno.clone()] {
+        let files = DeepFashionFiles::locate(&given).expect("found");
+        assert_eq!(files.root, dir.path(), "given {}", given.display());
+        assert!(files.partition.is_none());
+    }
+    let e = DeepFashionFiles::locate(&dir.path().join("img")).expect_err("no lists there");
+    assert!(e.to_string().contains("has no list_bbox.txt"), "{e}");
+}

@@ -347,13 +347,14 @@ impl DeepFashionFiles {
         let category_img = need("list_category_img.txt")?;
         let category_cloth = need("list_category_cloth.txt")?;
         let partition = find("list_eval_partition.txt", &["Eval", "Anno", "Anno_coarse"]);
-        // Image names start with `img/`, which sits beside Anno/ in the download.
-        let lists_dir = bbox.parent().unwrap_or(dir);
-        let root = if lists_dir != dir && !dir.join("img").is_dir() {
-            lists_dir.parent().unwrap_or(dir).to_path_buf()
-        } else {
-            dir.to_path_buf()
-        };
+        // Image names start with `img/`, which sits beside Anno/ in the download: the folder
+        // given, or its parent when the Anno/ folder itself was given.
+        let root = [Some(dir), dir.parent()]
+            .into_iter()
+            .flatten()
+            .find(|d| d.join("img").is_dir())
+            .unwrap_or(dir)
+            .to_path_buf();
         Ok(Self {
             bbox,
             category_img,
