@@ -154,44 +154,46 @@ impl Default for ApOptions {
     }
 }
 
-/// Looks a prediction's image up among the ground truth's: by exact name, else by a unique
-/// path suffix (`vitrine detect data/img/a.jpg` against ground truth `img/a.jpg`).
-fn image_index(gt: &Dataset) -> (HashMap<&str, usize>, HashMap<&str, Vec<usize>>) {
-    let exact: HashMap<&str, usize> = gt
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.image.as_str(), i))
-        .collect();
-    let mut by_file: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, r) in gt.images.iter().enumerate() {
-        let file = r.image.rsplit('/').next().unwrap_or(&r.image);
-        by_file.entry(file).or_default().push(i);
-    }
-    (exact, by_file)
+/// Finds a prediction's image among the ground truth's: by exact name, else by a unique whole
+/// path-component suffix in either direction (`vitrine detect data/img/a.jpg` against ground
+/// truth `img/a.jpg`, or the other way round). Built once: a lookup is a few hash probes, which
+/// matters on DeepFashion, where every folder restarts at `img_00000001.jpg`.
+struct ImageIndex<'a> {
+    exact: HashMap<&'a str, usize>,
+    /// Every proper suffix (after a `/`) of every ground-truth name → the images ending so.
+    suffixes: HashMap<&'a str, Vec<usize>>,
 }
 
-fn find_image(
-    name: &str,
-    gt: &Dataset,
-    exact: &HashMap<&str, usize>,
-    by_file: &HashMap<&str, Vec<usize>>,
-) -> Option<usize> {
-    if let Some(&i) = exact.get(name) {
-        return Some(i);
+impl<'a> ImageIndex<'a> {
+    fn new(gt: &'a Dataset) -> Self {
+        let mut exact = HashMap::new();
+        let mut suffixes: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, r) in gt.images.iter().enumerate() {
+            exact.insert(r.image.as_str(), i);
+            for (at, _) in r.image.match_indices('/') {
+                suffixes.entry(&r.image[at + 1..]).or_default().push(i);
+            }
+        }
+        Self { exact, suffixes }
     }
-    let file = name.rsplit('/').next().unwrap_or(name);
-    let hits: Vec<usize> = by_file
-        .get(file)
-        .into_iter()
-        .flatten()
-        .copied()
-        .filter(|&i| {
-            let g = gt.images[i].image.as_str();
-            name.ends_with(&format!("/{g}")) || g.ends_with(&format!("/{name}"))
-        })
-        .collect();
-    (hits.len() == 1).then(|| hits[0])
+
+    fn find(&self, name: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(name) {
+            return Some(i);
+        }
+        // The prediction's name is longer: its longest suffix that is a ground-truth name.
+        if let Some(i) = name
+            .match_indices('/')
+            .find_map(|(at, _)| self.exact.get(&name[at + 1..]))
+        {
+            return Some(*i);
+        }
+        // The ground truth's name is longer: unique when only one image ends so.
+        match self.suffixes.get(name).map(Vec::as_slice) {
+            Some([i]) => Some(*i),
+            _ => None,
+        }
+    }
 }
 
 /// Pairs each prediction record with its ground-truth image. Predictions for images the ground
@@ -201,11 +203,11 @@ pub fn align<'a>(
     gt: &'a Dataset,
     pred: &'a Dataset,
 ) -> Result<Vec<Option<&'a ImageRecord>>, EvalError> {
-    let (exact, by_file) = image_index(gt);
+    let index = ImageIndex::new(gt);
     let mut aligned: Vec<Option<&ImageRecord>> = vec![None; gt.images.len()];
     let mut unknown = Vec::new();
     for rec in &pred.images {
-        match find_image(&rec.image, gt, &exact, &by_file) {
+        match index.find(&rec.image) {
             Some(i) if aligned[i].is_none() => aligned[i] = Some(rec),
             Some(i) => {
                 return Err(EvalError::Invalid {
@@ -394,6 +396,28 @@ mod tests {
         ];
         let m = match_image(&gt, &dets, 0.5);
         assert_eq!(m, vec![(0.9, true), (0.8, false)]);
+    }
+
+    #[test]
+    fn prediction_names_align_by_a_unique_path_suffix() {
+        let gt = Dataset {
+            images: ["img/A/img_01.jpg", "img/B/img_01.jpg", "top.jpg"]
+                .iter()
+                .map(|n| ImageRecord {
+                    image: n.to_string(),
+                    width: None,
+                    height: None,
+                    boxes: vec![],
+                })
+                .collect(),
+            source: "gt".into(),
+        };
+        let idx = ImageIndex::new(&gt);
+        assert_eq!(idx.find("/data/df/img/B/img_01.jpg"), Some(1));
+        assert_eq!(idx.find("B/img_01.jpg"), Some(1));
+        assert_eq!(idx.find("img_01.jpg"), None, "two images end so: ambiguous");
+        assert_eq!(idx.find("photos/top.jpg"), Some(2));
+        assert_eq!(idx.find("xtop.jpg"), None, "whole path components only");
     }
 
     #[test]
