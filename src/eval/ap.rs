@@ -250,6 +250,19 @@ pub fn evaluate(gt: &Dataset, pred: &Dataset, opts: &ApOptions) -> Result<ApRepo
             opts.iou
         )));
     }
+    if let Some(r) = pred
+        .images
+        .iter()
+        .find(|r| r.boxes.iter().any(|b| !b.score.is_some_and(f32::is_finite)))
+    {
+        return Err(EvalError::Invalid {
+            path: pred.source.clone(),
+            problems: vec![format!(
+                "image '{}': every predicted box needs a finite \"score\"",
+                r.image
+            )],
+        });
+    }
     let aligned = align(gt, pred)?;
     let mut categories: BTreeSet<String> = opts.categories.iter().cloned().collect();
     let mut num_gt: HashMap<&str, usize> = HashMap::new();
@@ -270,7 +283,7 @@ pub fn evaluate(gt: &Dataset, pred: &Dataset, opts: &ApOptions) -> Result<ApRepo
                 .iter()
                 .flat_map(|p| &p.boxes)
                 .filter(|b| b.label == label)
-                .map(|b| (b.score.unwrap_or(0.0), b.bbox))
+                .map(|b| (b.score.unwrap_or(f32::NEG_INFINITY), b.bbox))
                 .collect();
             *num_gt.entry(label).or_insert(0) += gboxes.len();
             scored

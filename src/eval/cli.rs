@@ -211,6 +211,7 @@ pub struct DetectionsArgs {
     /// Label map: its categories are reported even without boxes, and unknown labels are refused.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -241,6 +242,7 @@ pub struct RetrievalArgs {
     /// The k of recall@k, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,5,10,20")]
     pub k: Vec<usize>,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -278,6 +280,7 @@ pub struct LintArgs {
     /// Offending entries shown per check (all of them with --json).
     #[arg(long, default_value_t = 20)]
     pub show: usize,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Exit with an error when anything is found (for CI).
@@ -304,23 +307,24 @@ pub struct CheckArgs {
     pub categories: Option<PathBuf>,
     #[command(flatten)]
     pub gt: GtArgs,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 fn write_out(path: Option<&Path>, text: &str) -> Result<(), EvalError> {
     match path {
-        Some(p) => std::fs::write(p, text).map_err(|source| EvalError::Write {
+        Some(p) => std::fs::write(p, text).map_err(|reason| EvalError::Write {
             path: p.into(),
-            source,
+            reason,
         }),
         None => {
             let mut o = std::io::stdout().lock();
             o.write_all(text.as_bytes())
                 .and_then(|_| o.flush())
-                .map_err(|source| EvalError::Write {
+                .map_err(|reason| EvalError::Write {
                     path: "stdout".into(),
-                    source,
+                    reason,
                 })
         }
     }
@@ -573,9 +577,9 @@ fn dataset_lint(a: LintArgs) -> Result<(), EvalError> {
 
 /// Score columns of an `ssd-raw` detector's graph, read from the ONNX file itself.
 fn model_columns(model_toml: &Path) -> Result<(usize, bool), EvalError> {
-    let text = std::fs::read_to_string(model_toml).map_err(|source| EvalError::Read {
+    let text = std::fs::read_to_string(model_toml).map_err(|reason| EvalError::Read {
         path: model_toml.into(),
-        source,
+        reason,
     })?;
     let raw: RawModelFile = toml::from_str(&text).map_err(|e| EvalError::Invalid {
         path: model_toml.into(),
@@ -665,9 +669,9 @@ pub fn run_labels(cmd: LabelsCommand) -> Result<(), EvalError> {
                     Ok(())
                 }
                 (None, Some(c)) => {
-                    let text = std::fs::read_to_string(&c).map_err(|source| EvalError::Read {
+                    let text = std::fs::read_to_string(&c).map_err(|reason| EvalError::Read {
                         path: c.clone(),
-                        source,
+                        reason,
                     })?;
                     let mut items = Vec::new();
                     for (n, line) in text.lines().enumerate() {

@@ -96,27 +96,27 @@ pub(crate) fn invalid(path: &Path, mut problems: Vec<String>) -> EvalError {
 }
 
 fn read_text(path: &Path) -> Result<String, EvalError> {
-    std::fs::read_to_string(path).map_err(|source| EvalError::Read {
+    std::fs::read_to_string(path).map_err(|reason| EvalError::Read {
         path: path.into(),
-        source,
+        reason,
     })
 }
 
 /// Reads the JSONL form. Blank lines are skipped; an image named twice is refused (merging them
 /// silently would double-count its boxes in one of the two files being compared).
 pub fn read_jsonl(path: &Path, role: Role) -> Result<Dataset, EvalError> {
-    let file = std::fs::File::open(path).map_err(|source| EvalError::Read {
+    let file = std::fs::File::open(path).map_err(|reason| EvalError::Read {
         path: path.into(),
-        source,
+        reason,
     })?;
     let mut images = Vec::new();
     let mut problems = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line_no = n + 1;
-        let line = line.map_err(|source| EvalError::Read {
+        let line = line.map_err(|reason| EvalError::Read {
             path: path.into(),
-            source,
+            reason,
         })?;
         if line.trim().is_empty() {
             continue;
@@ -181,9 +181,9 @@ pub fn write_jsonl(
     out: &mut dyn Write,
     path: &Path,
 ) -> Result<(), EvalError> {
-    let werr = |source: std::io::Error| EvalError::Write {
+    let werr = |reason: std::io::Error| EvalError::Write {
         path: path.into(),
-        source,
+        reason,
     };
     for rec in images {
         let line = serde_json::to_string(rec).map_err(|e| EvalError::Usage(e.to_string()))?;
@@ -194,9 +194,9 @@ pub fn write_jsonl(
 
 /// Writes the JSONL form to a file (created or replaced).
 pub fn write_jsonl_file(images: &[ImageRecord], path: &Path) -> Result<(), EvalError> {
-    let file = std::fs::File::create(path).map_err(|source| EvalError::Write {
+    let file = std::fs::File::create(path).map_err(|reason| EvalError::Write {
         path: path.into(),
-        source,
+        reason,
     })?;
     let mut w = std::io::BufWriter::new(file);
     write_jsonl(images, &mut w, path)
@@ -597,9 +597,9 @@ pub fn read_deepfashion2_file(path: &Path) -> Result<ImageRecord, EvalError> {
 pub fn read_deepfashion2(path: &Path) -> Result<Dataset, EvalError> {
     let files = if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|source| EvalError::Read {
+            .map_err(|reason| EvalError::Read {
                 path: path.into(),
-                source,
+                reason,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "json"))

@@ -20,9 +20,9 @@ use crate::vision::labels::LabelMap;
 /// The `(id, name)` entries of a label map file (pbtxt or plain text) in file order, without the
 /// strict checks, so id 0 and duplicates can be reported instead of stopping the read.
 pub fn read_entries(path: &Path) -> Result<Vec<(u32, String)>, EvalError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
+    let text = std::fs::read_to_string(path).map_err(|reason| EvalError::Read {
         path: path.into(),
-        source,
+        reason,
     })?;
     // The same rule as LabelMap::load, so both read a file the same way.
     let is_pbtxt = path.extension().is_some_and(|e| e == "pbtxt") || text.contains("item");

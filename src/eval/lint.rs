@@ -66,8 +66,7 @@ impl Default for LintOptions {
 }
 
 /// The checks, by the name the report uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Check {
     MissingImage,
     UnreadableImage,
@@ -243,30 +242,40 @@ pub fn inspect(path: &Path) -> ImageFacts {
     }
 }
 
-/// Inspects every image on `threads` threads; results in input order.
+/// Inspects every image on `threads` threads (decoding dominates); results in input order.
 fn inspect_all(paths: &[PathBuf], threads: usize) -> Vec<ImageFacts> {
     let next = AtomicUsize::new(0);
-    let mut out: Vec<Option<ImageFacts>> = vec![None; paths.len()];
-    let slots: Vec<std::sync::Mutex<&mut Option<ImageFacts>>> =
-        out.iter_mut().map(std::sync::Mutex::new).collect();
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, 64) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(p) = paths.get(i) else { break };
-                    let facts = inspect(p);
-                    if let Ok(mut slot) = slots[i].lock() {
-                        **slot = Some(facts);
+    let mut done: Vec<(usize, ImageFacts)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.clamp(1, 64))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = paths.get(i) else { break };
+                        mine.push((i, inspect(p)));
                     }
-                }
-            });
-        }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| vec![]) // a panicking decoder: its images read as unreadable below
+            })
+            .collect()
     });
-    drop(slots);
-    out.into_iter()
-        .map(|f| f.unwrap_or(ImageFacts::Unreadable("not inspected".into())))
-        .collect()
+    done.sort_by_key(|(i, _)| *i);
+    let mut out: Vec<ImageFacts> = Vec::with_capacity(paths.len());
+    let mut it = done.into_iter().peekable();
+    for i in 0..paths.len() {
+        match it.next_if(|(j, _)| *j == i) {
+            Some((_, f)) => out.push(f),
+            None => out.push(ImageFacts::Unreadable("the decoder failed on it".into())),
+        }
+    }
+    out
 }
 
 /// A BK-tree over 64-bit hashes under Hamming distance: near-duplicate search in far fewer than

@@ -33,15 +33,17 @@ use crate::vision::labels::LabelError;
 /// Errors of the evaluation tools; each names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("cannot read {path}: {source}")]
+    // `reason`, not `source`: the message already says it, and a `source` would be printed
+    // twice by the binary's error chain.
+    #[error("cannot read {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {reason}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{path}, line {line}: {message}")]
     Parse {

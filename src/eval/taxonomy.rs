@@ -50,9 +50,9 @@ pub struct Taxonomy {
 
 impl Taxonomy {
     pub fn load(path: &Path) -> Result<Self, EvalError> {
-        let text = std::fs::read_to_string(path).map_err(|source| EvalError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| EvalError::Read {
             path: path.into(),
-            source,
+            reason,
         })?;
         Self::parse(&text, path)
     }
