@@ -43,6 +43,8 @@ pub type IdRemap = Vec<(u32, u32)>;
 pub struct Taxonomy {
     /// Lower-cased source name → merged name.
     into: BTreeMap<String, String>,
+    /// Lower-cased source name → as the file spells it, for messages.
+    spelled: BTreeMap<String, String>,
     /// Lower-cased category → catalog group.
     groups: BTreeMap<String, String>,
     pub source: PathBuf,
@@ -64,6 +66,7 @@ impl Taxonomy {
         })?;
         let mut problems = Vec::new();
         let mut into: BTreeMap<String, String> = BTreeMap::new();
+        let mut spelled: BTreeMap<String, String> = BTreeMap::new();
         let targets: BTreeSet<String> = raw.merge.keys().map(|t| t.to_lowercase()).collect();
         for (target, sources) in &raw.merge {
             if sources.is_empty() {
@@ -73,6 +76,7 @@ impl Taxonomy {
             }
             for s in sources {
                 let key = s.to_lowercase();
+                spelled.insert(key.clone(), s.clone());
                 if key != target.to_lowercase() && targets.contains(&key) {
                     problems.push(format!(
                         "'{s}' is merged into '{target}' but is itself a merged category; merge its sources into '{target}' directly"
@@ -111,6 +115,7 @@ impl Taxonomy {
         }
         Ok(Self {
             into,
+            spelled,
             groups,
             source: path.into(),
         })
@@ -137,7 +142,7 @@ impl Taxonomy {
         self.into
             .iter()
             .filter(|(s, t)| !used.contains(*s) && s.as_str() != t.to_lowercase())
-            .map(|(s, _)| s.clone())
+            .map(|(s, _)| self.spelled.get(s).unwrap_or(s).clone())
             .collect()
     }
 
@@ -265,7 +270,7 @@ mod tests {
         assert_eq!(t.group("bomber"), Some("top"));
         assert_eq!(
             t.unused_sources(["Anorak", "Romper"]),
-            vec!["bomber".to_string()]
+            vec!["Bomber".to_string()]
         );
     }
 }
