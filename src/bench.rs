@@ -59,6 +59,11 @@ pub struct BenchReport {
     pub providers: Vec<String>,
     /// CPU seconds the process used per frame (all threads).
     pub cpu_ms_per_frame: f64,
+    /// Share of catalog searches whose top-k equals exact search.
+    pub topk_equal_exact: f64,
+    pub searches_checked: usize,
+    /// Detections per measured frame, to compare with another implementation frame by frame.
+    pub detections_per_frame: Vec<usize>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -84,6 +89,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Re-embed every garment every frame (turns the tracker's embedding cache off).
     pub no_cache: bool,
+    /// Also run exact search for every query (not timed) and report agreement.
+    pub check_exact: bool,
 }
 
 pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, DaemonError> {
@@ -117,6 +124,7 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
         settings.recommend.tracking.refresh_ms = Duration::ZERO;
     }
     let mut engine = Engine::build(&settings, shared)?;
+    engine.check_exact = opts.check_exact;
     let mut timings: Vec<FrameTiming> = Vec::new();
     let mut e2e = Vec::new();
     let mut shoppers = 0usize;
@@ -126,6 +134,9 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
         if i == opts.warmup {
             wall = Instant::now();
             cpu = process_cpu_time();
+            engine.exact_time = Duration::ZERO;
+            engine.exact_checked = 0;
+            engine.exact_equal = 0;
         }
         let acquired = Instant::now();
         let bytes = &encoded[i % encoded.len()];
@@ -151,7 +162,8 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
             timings.push(t);
         }
     }
-    let wall_s = wall.elapsed().as_secs_f64();
+    // Exact searches (when checked) are a measurement aid, not pipeline work.
+    let wall_s = wall.elapsed().as_secs_f64() - engine.exact_time.as_secs_f64();
     let cpu_s = (process_cpu_time() - cpu).as_secs_f64();
     let n = timings.len().max(1) as f64;
     let inference: f64 = timings.iter().map(|t| t.inference().as_secs_f64()).sum();
@@ -182,6 +194,13 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
             .map(|p| format!("{}: {}", p.model, p.in_use))
             .collect(),
         cpu_ms_per_frame: cpu_s * 1e3 / n,
+        topk_equal_exact: if engine.exact_checked == 0 {
+            1.0
+        } else {
+            engine.exact_equal as f64 / engine.exact_checked as f64
+        },
+        searches_checked: engine.exact_checked,
+        detections_per_frame: timings.iter().map(|t| t.detections).collect(),
     })
 }
 
@@ -224,6 +243,14 @@ impl std::fmt::Display for BenchReport {
             self.reused_per_frame,
             self.cpu_ms_per_frame
         )?;
+        if self.searches_checked > 0 {
+            writeln!(
+                f,
+                "top-k equal to exact search: {:.1} % of {} searches",
+                self.topk_equal_exact * 100.0,
+                self.searches_checked
+            )?;
+        }
         write!(f, "providers: {}", self.providers.join(", "))
     }
 }

@@ -316,11 +316,7 @@ pub fn detect_images(
         settings.detector.resize,
     )?;
     for path in images {
-        let img = image::open(path)
-            .map_err(|e| {
-                DaemonError::Internal(format!("cannot decode image {}: {e}", path.display()))
-            })?
-            .into_rgb8();
+        let img = capture::replay::read_image(path).map_err(DaemonError::Internal)?;
         let dets = det.detect(&img)?;
         let rec = eval::formats::ImageRecord {
             image: path.display().to_string(),

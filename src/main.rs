@@ -54,6 +54,9 @@ enum Command {
         /// Re-embed every garment on every frame (no tracker embedding cache).
         #[arg(long)]
         no_cache: bool,
+        /// Also run exact search for every query (untimed) and report how often the index agrees.
+        #[arg(long)]
+        check_exact: bool,
         /// Search this catalog folder instead of the config's (e.g. a 10,000-item benchmark catalog).
         #[arg(long)]
         catalog: Option<PathBuf>,
@@ -173,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             frames,
             warmup,
             no_cache,
+            check_exact,
             catalog,
             json,
         } => {
@@ -186,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     frames,
                     warmup,
                     no_cache,
+                    check_exact,
                 },
             )?;
             if json {
