@@ -44,6 +44,8 @@ fn pct(mut v: Vec<f64>) -> Percentiles {
 pub struct BenchReport {
     pub frames: usize,
     pub frame_size: (u32, u32),
+    /// The camera rate the frames' capture times simulate (the replay's fps).
+    pub camera_fps: f64,
     pub wall_s: f64,
     pub fps: f64,
     pub decode_resize: Percentiles,
@@ -94,8 +96,10 @@ pub struct BenchOptions {
 }
 
 pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, DaemonError> {
-    let dir = match &settings.camera {
-        capture::SourceConfig::Replay(r) => r.path.clone(),
+    let (dir, camera_fps) = match &settings.camera {
+        capture::SourceConfig::Replay(r) => {
+            (r.path.clone(), if r.fps > 0.0 { r.fps } else { 10.0 })
+        }
         other => {
             return Err(DaemonError::Internal(format!(
                 "vitrine bench needs a replay camera in the config, found {other:?}"
@@ -130,6 +134,9 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
     let mut shoppers = 0usize;
     let mut size = (0, 0);
     let (mut wall, mut cpu) = (Instant::now(), process_cpu_time());
+    // Frames carry the capture times a camera at the footage's rate would give them, so the
+    // tracker's embedding cache behaves as live, however fast the benchmark runs.
+    let clock = Instant::now();
     for i in 0..opts.warmup + opts.frames {
         if i == opts.warmup {
             wall = Instant::now();
@@ -146,7 +153,7 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
         let frame = Frame {
             image: Arc::new(image),
             captured_at: SystemTime::now(),
-            captured: acquired,
+            captured: clock + Duration::from_secs_f64(i as f64 / camera_fps),
             seq: i as u64,
             decode: acquired.elapsed(),
         };
@@ -170,6 +177,7 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
     Ok(BenchReport {
         frames: timings.len(),
         frame_size: size,
+        camera_fps,
         wall_s,
         fps: timings.len() as f64 / wall_s,
         decode_resize: pct(timings

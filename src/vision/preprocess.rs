@@ -298,17 +298,25 @@ fn write_tensor(content: &[u8], rec: &ResizeRecord, spec: &InputSpec, out: Tenso
             let pad: [f32; 3] = [lut[0][0], lut[1][0], lut[2][0]];
             match spec.layout {
                 Layout::Nhwc => {
-                    for yy in 0..h {
-                        for xx in 0..w {
-                            let o = (yy * w + xx) * 3;
-                            if yy >= py && yy < py + ch && xx >= px && xx < px + cw {
-                                let i = ((yy - py) * cw + (xx - px)) * 3;
-                                for c in 0..3 {
-                                    buf[o + c] = lut[c][content[i + order[c]] as usize];
-                                }
-                            } else {
-                                buf[o..o + 3].copy_from_slice(&pad);
-                            }
+                    // Row by row: bars, then content through the lookup table, then bars.
+                    for (yy, row) in buf[..w * h * 3].chunks_exact_mut(w * 3).enumerate() {
+                        if yy < py || yy >= py + ch {
+                            row.chunks_exact_mut(3)
+                                .for_each(|p| p.copy_from_slice(&pad));
+                            continue;
+                        }
+                        let (left, rest) = row.split_at_mut(px * 3);
+                        let (mid, right) = rest.split_at_mut(cw * 3);
+                        left.chunks_exact_mut(3)
+                            .for_each(|p| p.copy_from_slice(&pad));
+                        right
+                            .chunks_exact_mut(3)
+                            .for_each(|p| p.copy_from_slice(&pad));
+                        let src = &content[(yy - py) * cw * 3..(yy - py + 1) * cw * 3];
+                        for (d, s) in mid.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+                            d[0] = lut[0][s[order[0]] as usize];
+                            d[1] = lut[1][s[order[1]] as usize];
+                            d[2] = lut[2][s[order[2]] as usize];
                         }
                     }
                 }
