@@ -71,6 +71,21 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Score models: detections (AP/mAP, TF OD API PASCAL) and retrieval (recall@k).
+    Eval {
+        #[command(subcommand)]
+        command: vitrine::eval::cli::EvalCommand,
+    },
+    /// Dataset tools: lint (with a cleaned copy) and conversion to JSONL.
+    Dataset {
+        #[command(subcommand)]
+        command: vitrine::eval::cli::DatasetCommand,
+    },
+    /// Label-map tools: make from DeepFashion, check against models and data, apply a taxonomy.
+    Labels {
+        #[command(subcommand)]
+        command: vitrine::eval::cli::LabelsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -205,5 +220,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {n} items to {}", out.display());
             Ok(())
         }
+        Command::Eval { command } => Ok(vitrine::eval::cli::run_eval(command)?),
+        Command::Dataset { command } => Ok(vitrine::eval::cli::run_dataset(command)?),
+        Command::Labels { command } => Ok(vitrine::eval::cli::run_labels(command)?),
     }
 }
