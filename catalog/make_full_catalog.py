@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the full 70,000-item Fashion-MNIST catalog (60,000 train + 10,000 test images, one colour each)
 for benchmarks, in the same bundle format as catalog/demo (models/CONTRACTS.md section 7), into
-catalog/full/ (git-ignored) or the folder given. About 0.7 GB and, on 2 cores, roughly 15 minutes.
+catalog/full/ (git-ignored) or the folder given. About 0.9 GB and, on 2 cores, 35-50 minutes.
 
   python3 catalog/make_full_catalog.py [OUT_DIR]
 

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::root;
+use vitrine::capture::replay::read_image;
 use vitrine::config::model::ModelSpec;
 use vitrine::vision::detector::Detector;
 use vitrine::vision::embedder::Embedder;
@@ -66,7 +67,7 @@ fn detections_match_the_python_reference() {
         let (mut compared, mut worst_px, mut worst_score) = (0, 0f64, 0f64);
         for img in g["images"].as_array().expect("images") {
             let path = root().join(img["image"].as_str().expect("image"));
-            let frame = image::open(&path).expect("decode").into_rgb8();
+            let frame = read_image(&path).expect("decode");
             assert_eq!(
                 (frame.width() as u64, frame.height() as u64),
                 (
@@ -146,9 +147,7 @@ fn embeddings_match_the_python_reference() {
     let mut emb = Embedder::build(&spec, &SessionOptions::default(), None).expect("embedder");
     let mut worst = 1f64;
     for c in g["crops"].as_array().expect("crops") {
-        let frame = image::open(root().join(c["image"].as_str().expect("image")))
-            .expect("decode")
-            .into_rgb8();
+        let frame = read_image(&root().join(c["image"].as_str().expect("image"))).expect("decode");
         let b: Vec<u32> = c["bbox"]
             .as_array()
             .expect("bbox")
@@ -179,9 +178,7 @@ fn a_batch_gives_the_same_vectors_as_one_by_one() {
     let spec =
         ModelSpec::embedder(&root().join("models/efficientnet_lite0_int8.toml")).expect("spec");
     let mut emb = Embedder::build(&spec, &SessionOptions::default(), None).expect("embedder");
-    let frame = image::open(root().join("models/demo/frames/vtest_0000.jpg"))
-        .expect("frame")
-        .into_rgb8();
+    let frame = read_image(&root().join("models/demo/frames/vtest_0000.jpg")).expect("frame");
     let crops = [
         (170, 350, 80, 90),
         (175, 440, 70, 90),

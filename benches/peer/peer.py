@@ -3,8 +3,10 @@
 
 OpenCV reads each frame, onnxruntime runs the SSD, numpy decodes the anchors and runs NMS, every
 garment crop goes through the embedder one at a time, hnswlib searches the catalog. Same models,
-same frames, same score threshold and body layout as Vitrine's demo config (vitrine.toml), so the
-two can be compared side by side (scripts/compare-peer). Prints one JSON object.
+same frames, same score threshold and body layout as Vitrine's demo config (vitrine.toml), and the
+models' documented pre-processing (Pillow bilinear resize, (x - mean) / std), so both find the same
+shoppers and garments and can be compared side by side (scripts/compare-peer). Prints one JSON
+object.
 """
 import argparse
 import glob
@@ -19,6 +21,7 @@ import cv2
 import hnswlib
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -119,7 +122,7 @@ def main():
     emean = np.array(ein["mean"], dtype=np.float32)
     estd = np.array(ein["std"], dtype=np.float32)
     sy, sx, sh, sw = dcfg["ssd"]["box_coder_scales"]
-    times, crops_total, people_total = [], 0, 0
+    times, crops_total, people_total, dets_per_frame = [], 0, 0, []
     wall0 = None
     cpu0 = None
     for i in range(args.warmup + args.frames):
@@ -129,7 +132,7 @@ def main():
         img = cv2.imread(frames[i % len(frames)])
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         h, w = rgb.shape[:2]
-        x = cv2.resize(rgb, (din["width"], din["height"]), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        x = np.asarray(Image.fromarray(rgb).resize((din["width"], din["height"]), Image.BILINEAR)).astype(np.float32)
         x = (x - np.array(din["mean"], np.float32)) / np.array(din["std"], np.float32)
         out = det.run([dcfg["ssd"]["box_encodings"], dcfg["ssd"]["class_scores"]], {din["name"]: x[None]})
         enc, logits = out[0][0], out[1][0]
@@ -162,7 +165,7 @@ def main():
             crop = rgb[int(max(0, math.floor(y0))):int(min(h, math.ceil(y1))), int(max(0, math.floor(x0))):int(min(w, math.ceil(x1)))]
             if crop.size == 0:
                 continue
-            c = cv2.resize(crop, (ein["width"], ein["height"]), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+            c = np.asarray(Image.fromarray(crop).resize((ein["width"], ein["height"]), Image.BILINEAR)).astype(np.float32)
             c = ((c - emean) / estd).transpose(2, 0, 1)[None]
             v = emb.run([ecfg["output"]["name"]], {ein["name"]: c})[0][0]
             crops_total += 1
@@ -170,6 +173,7 @@ def main():
                 indexes[group].knn_query(v[None], k=min(top_k, indexes[group].get_current_count()))
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
+            dets_per_frame.append(len(dets))
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     times.sort()
@@ -184,6 +188,7 @@ def main():
         "cpu_ms_per_frame": cpu * 1e3 / n,
         "catalog_items": sum(len(v) for v in groups.values()),
         "index_build_s": build_s,
+        "detections_per_frame": dets_per_frame,
     }))
 
 

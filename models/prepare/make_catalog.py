@@ -68,11 +68,13 @@ def plan_full():
     return plan
 
 
-def build(mode: str, out: Path, batch: int = 32):
+def build(mode: str, out: Path, batch: int = 32, limit: int | None = None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     data = {s: ci.load_split(s) for s in ("train", "t10k")}
     plan = plan_demo() if mode == "demo" else plan_full()
+    if limit:
+        plan = plan[:limit]  # for trying the script quickly; the manifest counts what was written
     prefix = "fm" if mode == "demo" else "fmx"
     width = 4 if mode == "demo" else 5
     emb = vr.Embedder(EMBEDDER_TOML)
@@ -117,5 +119,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["demo", "full"])
     ap.add_argument("out")
+    ap.add_argument("--limit", type=int, help="only the first N items (a quick trial)")
     a = ap.parse_args()
-    build(a.mode, Path(a.out))
+    build(a.mode, Path(a.out), limit=a.limit)

@@ -24,6 +24,8 @@ OPENCV_DATA=/usr/share/doc/opencv-doc/examples/data
 DEMO_START=560          # vtest.avi frames 560..659 are the demo camera; the detector is calibrated elsewhere
 DEMO_COUNT=100
 export PYTHONDONTWRITEBYTECODE=1 PYTHONHASHSEED=0 TF_CPP_MIN_LOG_LEVEL=2
+# the demo catalog's manifest "created" (override to stamp a new build)
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1795651200}   # 2026-11-26T00:00:00Z
 mkdir -p "$DL" "$B"
 
 PY_TF="$W/venv-tf/bin/python"
@@ -110,7 +112,7 @@ step_embedder() {
     --doc "EfficientNet-Lite0 (ImageNet, Apache-2.0) + GAP + PCA-256 + L2 embedder; see MODEL_CARD.md"
   "$PY_ORT" "$HERE/quantize_embedder.py" "$B/efficientnet_lite0_fp32.onnx" "$B/embedder_int8_raw.onnx" "$W/emb/calib"
   "$PY_ORT" "$HERE/finalize_onnx.py" "$B/embedder_int8_raw.onnx" "$M/efficientnet_lite0_int8.onnx" \
-    --doc "EfficientNet-Lite0 (ImageNet, Apache-2.0) + GAP + PCA-256 + L2 embedder, int8 QDQ; see MODEL_CARD.md"
+    --doc "EfficientNet-Lite0 (ImageNet, Apache-2.0) + GAP + PCA-256 + L2 embedder, int8 QDQ (stem and blocks 0-3 fp32); see MODEL_CARD.md"
 }
 
 step_configs() {
@@ -122,7 +124,7 @@ step_demo() {
   log "demo frames and stills"
   local stills=("$OPENCV_DATA/messi5.jpg" "$OPENCV_DATA/basketball1.png" "$DL/mpl/grace_hopper.jpg" "$DL/ski/astronaut.png")
   [ -f "$DL/darknet/usr/share/darknet/data/person.jpg" ] && stills+=("$DL/darknet/usr/share/darknet/data/person.jpg")
-  "$PY_ORT" "$HERE/make_demo.py" "$W/vtest" "$M/demo" --start "$DEMO_START" --count "$DEMO_COUNT" "${stills[@]}"
+  "$PY_ORT" "$HERE/make_demo.py" --start "$DEMO_START" --count "$DEMO_COUNT" "$W/vtest" "$M/demo" "${stills[@]}"
 }
 
 step_goldens() {
