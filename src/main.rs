@@ -81,6 +81,43 @@ enum CatalogCommand {
         #[arg(long, default_value = "1")]
         version: String,
     },
+    /// Check a bundle (folder, .tar or .tar.gz) and store it as a new version, activated unless
+    /// --no-activate. Needs the daemon stopped; while it runs, upload to its staff API instead.
+    Import {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        bundle: PathBuf,
+        /// Store it without making it live.
+        #[arg(long)]
+        no_activate: bool,
+        /// Label shown to staff (default: the manifest's version).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Check a bundle against the configured embedder without storing anything.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        bundle: PathBuf,
+    },
+    /// List the stored versions; `*` marks the active one.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a stored version the active one.
+    Activate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        id: String,
+    },
+    /// Go back to the version that was active before the current one.
+    Rollback {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
@@ -134,6 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }),
                 on_ready: Box::new(|| println!("vitrine ready")),
+                on_staff_listen: Box::new(|addr| {
+                    println!("vitrine staff API listening on http://{addr}/api/catalog");
+                }),
                 ..Default::default()
             };
             rt.block_on(vitrine::run(settings, shutdown_signal(), hooks))?;
@@ -173,20 +213,76 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Catalog {
-            command:
-                CatalogCommand::Build {
-                    config,
-                    images,
-                    meta,
-                    out,
-                    version,
-                },
+        Command::Catalog { command } => catalog(command),
+    }
+}
+
+fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
+    use vitrine::catalog::cli;
+    match command {
+        CatalogCommand::Build {
+            config,
+            images,
+            meta,
+            out,
+            version,
         } => {
             let settings = load(config)?;
             let n = vitrine::build_catalog(&settings, &images, &meta, &out, &version)?;
             println!("wrote {n} items to {}", out.display());
-            Ok(())
+        }
+        CatalogCommand::Import {
+            config,
+            bundle,
+            no_activate,
+            label,
+        } => {
+            let settings = load(config)?;
+            let info = cli::import(&settings, &bundle, !no_activate, label)?;
+            println!(
+                "stored version {} ('{}', {} items){}",
+                info.id,
+                info.label,
+                info.item_count,
+                if no_activate { "" } else { ", now active" }
+            );
+            for w in &info.warnings {
+                println!("warning: {w}");
+            }
+        }
+        CatalogCommand::Verify { config, bundle } => {
+            let settings = load(config)?;
+            println!("{}", cli::verify(&settings, &bundle)?);
+        }
+        CatalogCommand::List { config, json } => {
+            let settings = load(config)?;
+            let list = cli::list(&settings)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for v in list {
+                    println!(
+                        "{} {:<6} {:>8} items  {}  {:<24} {}",
+                        if v.active { "*" } else { " " },
+                        v.id,
+                        v.items,
+                        v.created,
+                        v.label,
+                        v.source
+                    );
+                }
+            }
+        }
+        CatalogCommand::Activate { config, id } => {
+            let settings = load(config)?;
+            let info = cli::activate(&settings, &id)?;
+            println!("version {} ('{}') is now active", info.id, info.label);
+        }
+        CatalogCommand::Rollback { config } => {
+            let settings = load(config)?;
+            let info = cli::rollback(&settings)?;
+            println!("rolled back to version {} ('{}')", info.id, info.label);
         }
     }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! the active catalog snapshot); none of them ever waits on a model.
 
 pub mod api;
+pub mod catalog_api;
 pub mod error;
 pub mod health;
 
