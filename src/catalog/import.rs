@@ -439,9 +439,6 @@ impl CatalogService {
     ) -> Result<VersionInfo, CatalogError> {
         let mut validated = validated;
         let result = self.import_inner(job, &input, activate, label, source, &mut validated);
-        if let (Some(tx), Err(e)) = (validated.take(), &result) {
-            let _ = tx.send(Err(e.clone_shallow()));
-        }
         if let (Ok(store), ImportInput::Archive { path, owned: true }) = (self.store(), &input) {
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_dir_all(store.work_dir().join(job.id()));
@@ -449,6 +446,10 @@ impl CatalogService {
         job.finish(&result, activate);
         if let Err(e) = &result {
             tracing::warn!(job = %job.id(), error = %e.summary(), "catalog import failed; the active catalog is unchanged");
+        }
+        // Told last, so whoever hears of the failure finds the job finished and its files gone.
+        if let (Some(tx), Err(e)) = (validated.take(), &result) {
+            let _ = tx.send(Err(e.clone_shallow()));
         }
         result
     }

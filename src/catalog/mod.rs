@@ -15,6 +15,7 @@ pub mod items;
 pub mod npy;
 pub mod persist;
 pub mod store;
+pub mod synth;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};

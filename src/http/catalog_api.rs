@@ -389,10 +389,15 @@ async fn upload(
             Json(json!({ "job": job.status() })),
         )
             .into_response()),
-        Ok(Err(error)) => Err(StaffError::Catalog {
-            error,
-            job: Some(id),
-        }),
+        Ok(Err(error)) => {
+            // The job's thread lets go of the writer lock right after telling us; wait for it so
+            // a client that fixes its bundle and retries at once is not told "busy".
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.service.writer.lock()).await;
+            Err(StaffError::Catalog {
+                error,
+                job: Some(id),
+            })
+        }
         Err(_) => Err(StaffError::Internal(format!(
             "import job {id} ended before validating: {:?}",
             job.status().error
