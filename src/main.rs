@@ -43,8 +43,11 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Run the pipeline over the replay frames as fast as possible and report timings.
+    /// Run the pipeline over the replay frames as fast as possible and report timings
+    /// (`vitrine bench catalog` measures the catalog instead).
     Bench {
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 300)]
@@ -61,6 +64,55 @@ enum Command {
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Catalog targets: import + index time, restart time, recall@10 against exact search,
+    /// search latency, and with --pipeline the frame rate during an import.
+    Catalog {
+        /// Config for the embedder's size and fingerprint, the index parameters and (with
+        /// --pipeline) the models; without it a synthetic fingerprint of size --dim is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// How the synthetic bundle carries its embeddings: npy or inline.
+        #[arg(long, default_value = "npy")]
+        embeddings: String,
+        /// Import this bundle folder instead of a synthetic one.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// HNSW links per node (overrides the config).
+        #[arg(long)]
+        m: Option<usize>,
+        #[arg(long)]
+        ef_construction: Option<usize>,
+        #[arg(long)]
+        ef_search: Option<usize>,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        nice: Option<i32>,
+        /// Measure the pipeline's frame rate before and during an import.
+        #[arg(long)]
+        pipeline: bool,
+        /// With --pipeline: feed frames as fast as the pipeline takes them, not at the camera's
+        /// rate.
+        #[arg(long)]
+        flat_out: bool,
+        /// Keep the generated bundle and data folder here (reused by the next run).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -191,6 +243,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
+            what: Some(what), ..
+        } => bench_catalog(what),
+        Command::Bench {
+            what: None,
             config,
             frames,
             warmup,
@@ -283,6 +339,71 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             let info = cli::rollback(&settings)?;
             println!("rolled back to version {} ('{}')", info.id, info.label);
         }
+    }
+    Ok(())
+}
+
+fn bench_catalog(what: BenchWhat) -> anyhow::Result<()> {
+    let BenchWhat::Catalog {
+        config,
+        items,
+        dim,
+        queries,
+        seed,
+        embeddings,
+        bundle,
+        m,
+        ef_construction,
+        ef_search,
+        threads,
+        nice,
+        pipeline,
+        flat_out,
+        work,
+        json,
+    } = what;
+    use vitrine::catalog::synth::Embeddings;
+    let settings = match (config, pipeline) {
+        (Some(c), _) => Some(load(Some(c))?),
+        (None, true) => Some(load(None)?),
+        (None, false) => None,
+    };
+    let mut params = settings
+        .as_ref()
+        .map(|s| s.catalog.index)
+        .unwrap_or_default();
+    params.max_connections = m.unwrap_or(params.max_connections);
+    params.ef_construction = ef_construction.unwrap_or(params.ef_construction);
+    params.ef_search = ef_search.unwrap_or(params.ef_search);
+    let problems = params.problems();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    let opts = vitrine::catalog::bench::CatalogBenchOptions {
+        items,
+        dim,
+        queries,
+        seed,
+        embeddings: match embeddings.as_str() {
+            "inline" => Embeddings::Inline,
+            "npy" => Embeddings::Npy,
+            other => anyhow::bail!("--embeddings {other}: use npy or inline"),
+        },
+        bundle,
+        params,
+        import_threads: threads
+            .or(settings.as_ref().map(|s| s.catalog.import_threads))
+            .unwrap_or(0),
+        import_nice: nice
+            .or(settings.as_ref().map(|s| s.catalog.import_nice))
+            .unwrap_or(10),
+        pipeline,
+        flat_out,
+        work,
+    };
+    let report = vitrine::catalog::bench::run(settings.as_ref(), &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
     }
     Ok(())
 }

@@ -22,20 +22,12 @@ use super::items::{
 /// How many problems an error lists before it just counts them.
 pub const MAX_LISTED: usize = 20;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
     /// Decode every image fully instead of reading its header only. Header checks catch wrong
     /// formats, empty and foreign files at a fraction of the cost; bundles whose embeddings the
     /// appliance computes decode every image anyway.
     pub decode_images: bool,
-}
-
-impl Default for ReadOptions {
-    fn default() -> Self {
-        Self {
-            decode_images: false,
-        }
-    }
 }
 
 /// A checked bundle.
@@ -145,7 +137,7 @@ pub fn read_bundle(
 
     // Rows are parsed and checked in parallel (on the caller's rayon pool); each yields its item,
     // its inline embedding and its problems.
-    let parsed: Vec<(Option<Item>, Option<Vec<f32>>, Vec<String>)> = lines
+    let parsed: Vec<Row> = lines
         .par_iter()
         .map(|&(n, line)| parse_row(n, line, &source, dim))
         .collect();
@@ -217,12 +209,9 @@ pub fn read_bundle(
 }
 
 /// One line of items.jsonl: the item (when it parses), its inline embedding, its problems.
-fn parse_row(
-    n: usize,
-    line: &str,
-    source: &EmbeddingSource,
-    dim: usize,
-) -> (Option<Item>, Option<Vec<f32>>, Vec<String>) {
+type Row = (Option<Item>, Option<Vec<f32>>, Vec<String>);
+
+fn parse_row(n: usize, line: &str, source: &EmbeddingSource, dim: usize) -> Row {
     #[derive(serde::Deserialize)]
     struct Row {
         #[serde(flatten)]

@@ -351,14 +351,18 @@ impl CatalogService {
         };
         if let Some(ptr) = store.read_active()? {
             let mut tried = Vec::new();
+            // A version made for another embedder (the model was upgraded) is as unusable as a
+            // damaged one: fall back to earlier versions, then to the seed.
             for id in std::iter::once(&ptr.active).chain(ptr.history.iter().rev()) {
-                match store.load(id) {
+                match store
+                    .load(id)
+                    .and_then(|c| self.check_fingerprint(&c).map(|()| c))
+                {
                     Ok(c) => {
                         if !tried.is_empty() {
-                            tracing::error!(version = %id, "the active catalog version could not be loaded; serving an earlier one");
+                            tracing::error!(version = %id, "the active catalog version could not be used; serving an earlier one");
                             store.activate(id, self.cfg.versions_kept)?;
                         }
-                        self.check_fingerprint(&c)?;
                         return Ok(Arc::new(c));
                     }
                     Err(e) => {
@@ -368,7 +372,8 @@ impl CatalogService {
                 }
             }
             tracing::error!(
-                "no stored catalog version could be loaded; importing the seed catalog again"
+                ?tried,
+                "no stored catalog version can be used; importing the seed catalog again"
             );
         }
         let Some(seed) = self.cfg.seed.clone() else {

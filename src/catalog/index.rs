@@ -28,8 +28,10 @@ pub struct IndexParams {
 fn m() -> usize {
     16
 }
+/// 100 rather than the usual 200: on 100,000 vectors of 256 it halves the build (the import
+/// target is 60 s on 2 cores) at no measurable recall cost (README, "Catalog bundles").
 fn efc() -> usize {
-    200
+    100
 }
 fn efs() -> usize {
     64

@@ -538,3 +538,46 @@ async fn run_edit(
         json!({ "active": info.id, "items": info.item_count, "job": jid }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        let t = StaffToken::new("0123456789abcdef-token");
+        assert!(token_matches("0123456789abcdef-token", &t));
+        assert!(!token_matches("0123456789abcdef-toke", &t));
+        assert!(!token_matches("0123456789abcdef-token2", &t));
+        assert!(!token_matches("", &t));
+        assert_eq!(
+            format!("{t:?}"),
+            "StaffToken(<22 characters>)",
+            "never printed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_upload_is_cut_off_at_the_limit() {
+        // No Content-Length to refuse it up front: the limit holds while streaming.
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("up");
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000])));
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let r = receive(body, &p, 4500, |_| {}).await;
+        assert!(matches!(r, Err(StaffError::TooLarge(4500))), "{r:?}");
+        let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000])));
+        let n = receive(
+            Body::from_stream(futures::stream::iter(chunks)),
+            &p,
+            4500,
+            |_| {},
+        )
+        .await
+        .expect("under the limit");
+        assert_eq!(
+            (n, std::fs::metadata(&p).expect("file").len()),
+            (4000, 4000)
+        );
+    }
+}
