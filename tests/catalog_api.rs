@@ -191,6 +191,26 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
         );
     }
 
+    // An images-only bundle: the import's own embedder session (on the import thread, never in
+    // a handler) computes the vectors. Stored without activating, so history is unchanged.
+    let imgs = work.path().join("imgs");
+    bundle(&imgs, "img", 6, Embeddings::None, 9);
+    let body = tar_gz(&imgs, &work.path().join("imgs.tar.gz"));
+    let (s, j) = staff_send(
+        &d,
+        Method::POST,
+        "/api/catalog/bundles?activate=false",
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 202, "{j}");
+    let done = wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    assert_eq!(
+        (done["state"].as_str(), done["version"].as_str()),
+        (Some("succeeded"), Some("v0005")),
+        "{done}"
+    );
+
     // Roll back step by step to the seed catalog.
     for expect in ["v0003", "v0002", "v0001"] {
         let (s, r) = staff_send(&d, Method::POST, "/api/catalog/rollback", None).await;
