@@ -44,6 +44,8 @@ fn pct(mut v: Vec<f64>) -> Percentiles {
 pub struct BenchReport {
     pub frames: usize,
     pub frame_size: (u32, u32),
+    /// The camera rate the frames' capture times simulate (the replay's fps).
+    pub camera_fps: f64,
     pub wall_s: f64,
     pub fps: f64,
     pub decode_resize: Percentiles,
@@ -59,6 +61,14 @@ pub struct BenchReport {
     pub providers: Vec<String>,
     /// CPU seconds the process used per frame (all threads).
     pub cpu_ms_per_frame: f64,
+    /// CPU used over wall time, in cores (0.5 = half of one core); meaningful with `paced`.
+    pub cpu_cores: f64,
+    pub paced: bool,
+    /// Share of catalog searches whose top-k equals exact search.
+    pub topk_equal_exact: f64,
+    pub searches_checked: usize,
+    /// Detections per measured frame, to compare with another implementation frame by frame.
+    pub detections_per_frame: Vec<usize>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -84,11 +94,18 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Re-embed every garment every frame (turns the tracker's embedding cache off).
     pub no_cache: bool,
+    /// Also run exact search for every query (not timed) and report agreement.
+    pub check_exact: bool,
+    /// Deliver frames at the camera rate instead of as fast as possible, to measure the CPU the
+    /// appliance needs in the shop (a share of one core) rather than its peak throughput.
+    pub paced: bool,
 }
 
 pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, DaemonError> {
-    let dir = match &settings.camera {
-        capture::SourceConfig::Replay(r) => r.path.clone(),
+    let (dir, camera_fps) = match &settings.camera {
+        capture::SourceConfig::Replay(r) => {
+            (r.path.clone(), if r.fps > 0.0 { r.fps } else { 10.0 })
+        }
         other => {
             return Err(DaemonError::Internal(format!(
                 "vitrine bench needs a replay camera in the config, found {other:?}"
@@ -117,15 +134,26 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
         settings.recommend.tracking.refresh_ms = Duration::ZERO;
     }
     let mut engine = Engine::build(&settings, shared)?;
+    engine.check_exact = opts.check_exact;
     let mut timings: Vec<FrameTiming> = Vec::new();
     let mut e2e = Vec::new();
     let mut shoppers = 0usize;
     let mut size = (0, 0);
     let (mut wall, mut cpu) = (Instant::now(), process_cpu_time());
+    // Frames carry the capture times a camera at the footage's rate would give them, so the
+    // tracker's embedding cache behaves as live, however fast the benchmark runs.
+    let clock = Instant::now();
     for i in 0..opts.warmup + opts.frames {
         if i == opts.warmup {
             wall = Instant::now();
             cpu = process_cpu_time();
+            engine.exact_time = Duration::ZERO;
+            engine.exact_checked = 0;
+            engine.exact_equal = 0;
+        }
+        let due = clock + Duration::from_secs_f64(i as f64 / camera_fps);
+        if opts.paced {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         let acquired = Instant::now();
         let bytes = &encoded[i % encoded.len()];
@@ -135,7 +163,7 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
         let frame = Frame {
             image: Arc::new(image),
             captured_at: SystemTime::now(),
-            captured: acquired,
+            captured: if opts.paced { acquired } else { due },
             seq: i as u64,
             decode: acquired.elapsed(),
         };
@@ -151,13 +179,15 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
             timings.push(t);
         }
     }
-    let wall_s = wall.elapsed().as_secs_f64();
+    // Exact searches (when checked) are a measurement aid, not pipeline work.
+    let wall_s = wall.elapsed().as_secs_f64() - engine.exact_time.as_secs_f64();
     let cpu_s = (process_cpu_time() - cpu).as_secs_f64();
     let n = timings.len().max(1) as f64;
     let inference: f64 = timings.iter().map(|t| t.inference().as_secs_f64()).sum();
     Ok(BenchReport {
         frames: timings.len(),
         frame_size: size,
+        camera_fps,
         wall_s,
         fps: timings.len() as f64 / wall_s,
         decode_resize: pct(timings
@@ -182,6 +212,15 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
             .map(|p| format!("{}: {}", p.model, p.in_use))
             .collect(),
         cpu_ms_per_frame: cpu_s * 1e3 / n,
+        cpu_cores: cpu_s / wall_s,
+        paced: opts.paced,
+        topk_equal_exact: if engine.exact_checked == 0 {
+            1.0
+        } else {
+            engine.exact_equal as f64 / engine.exact_checked as f64
+        },
+        searches_checked: engine.exact_checked,
+        detections_per_frame: timings.iter().map(|t| t.detections).collect(),
     })
 }
 
@@ -211,6 +250,14 @@ impl std::fmt::Display for BenchReport {
                 p.p50_ms, p.p99_ms, p.mean_ms
             )?;
         }
+        if self.paced {
+            writeln!(
+                f,
+                "paced at the camera's {:.0} frames/s: CPU {:.1} % of one core",
+                self.camera_fps,
+                self.cpu_cores * 100.0
+            )?;
+        }
         writeln!(
             f,
             "time outside ONNX Runtime: {:.1} % of wall time",
@@ -224,6 +271,14 @@ impl std::fmt::Display for BenchReport {
             self.reused_per_frame,
             self.cpu_ms_per_frame
         )?;
+        if self.searches_checked > 0 {
+            writeln!(
+                f,
+                "top-k equal to exact search: {:.1} % of {} searches",
+                self.topk_equal_exact * 100.0,
+                self.searches_checked
+            )?;
+        }
         write!(f, "providers: {}", self.providers.join(", "))
     }
 }

@@ -16,6 +16,8 @@
 //! - [`pipeline`]: the inference thread that runs the stages above for each frame.
 //! - [`http`]: display, technician and staff routes (the staff catalog API may listen apart).
 //! - [`telemetry`]: every metric, declared once.
+//! - [`eval`]: off the frame's path — tools for model trainers: detector AP/mAP, label-map
+//!   checks, dataset lint, retrieval recall.
 //!
 //! [`run`] wires them together: HTTP first (so health answers while models load), then catalog and
 //! models, then the camera; on shutdown readiness fails first and the stages drain in order.
@@ -24,6 +26,7 @@ pub mod bench;
 pub mod capture;
 pub mod catalog;
 pub mod config;
+pub mod eval;
 pub mod http;
 pub mod pipeline;
 pub mod recommend;
@@ -351,7 +354,8 @@ pub fn check_models(settings: &Settings) -> Result<(), config::ConfigError> {
     }
 }
 
-/// One JSON line per image: `{"image", "width", "height", "boxes": [{label, score, bbox}]}`.
+/// One JSON line per image: `{"image", "width", "height", "boxes": [{label, score, bbox}]}`,
+/// the [`eval::formats::ImageRecord`] that `vitrine eval detections --pred` reads.
 pub fn detect_images(
     settings: &Settings,
     images: &[std::path::PathBuf],
@@ -365,15 +369,22 @@ pub fn detect_images(
         settings.detector.resize,
     )?;
     for path in images {
-        let img = image::open(path)
-            .map_err(|e| {
-                DaemonError::Internal(format!("cannot decode image {}: {e}", path.display()))
-            })?
-            .into_rgb8();
+        let img = capture::replay::read_image(path).map_err(DaemonError::Internal)?;
         let dets = det.detect(&img)?;
-        let boxes: Vec<serde_json::Value> =
-            dets.iter().map(|d| serde_json::json!({ "label": d.label, "score": d.score, "bbox": <[f32; 4]>::from(d.bbox) })).collect();
-        let line = serde_json::json!({ "image": path.display().to_string(), "width": img.width(), "height": img.height(), "boxes": boxes });
+        let rec = eval::formats::ImageRecord {
+            image: path.display().to_string(),
+            width: Some(img.width()),
+            height: Some(img.height()),
+            boxes: dets
+                .into_iter()
+                .map(|d| eval::formats::BoxRecord {
+                    label: d.label,
+                    score: Some(d.score),
+                    bbox: d.bbox,
+                })
+                .collect(),
+        };
+        let line = serde_json::to_string(&rec).map_err(|e| DaemonError::Internal(e.to_string()))?;
         writeln!(out, "{line}").map_err(|e| DaemonError::Internal(e.to_string()))?;
     }
     Ok(())

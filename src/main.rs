@@ -57,6 +57,15 @@ enum Command {
         /// Re-embed every garment on every frame (no tracker embedding cache).
         #[arg(long)]
         no_cache: bool,
+        /// Also run exact search for every query (untimed) and report how often the index agrees.
+        #[arg(long)]
+        check_exact: bool,
+        /// Deliver frames at the camera rate (the replay's fps) and report the CPU used, as in the shop.
+        #[arg(long)]
+        paced: bool,
+        /// Search this catalog folder instead of the config's (e.g. a 10,000-item benchmark catalog).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -64,6 +73,21 @@ enum Command {
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
+    },
+    /// Score models: detections (AP/mAP, TF OD API PASCAL) and retrieval (recall@k).
+    Eval {
+        #[command(subcommand)]
+        command: vitrine::eval::cli::EvalCommand,
+    },
+    /// Dataset tools: lint (with a cleaned copy) and conversion to JSONL.
+    Dataset {
+        #[command(subcommand)]
+        command: vitrine::eval::cli::DatasetCommand,
+    },
+    /// Label-map tools: make from DeepFashion, check against models and data, apply a taxonomy.
+    Labels {
+        #[command(subcommand)]
+        command: vitrine::eval::cli::LabelsCommand,
     },
 }
 
@@ -251,15 +275,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             frames,
             warmup,
             no_cache,
+            check_exact,
+            paced,
+            catalog,
             json,
         } => {
-            let settings = load(config)?;
+            let mut settings = load(config)?;
+            if let Some(c) = catalog {
+                settings.catalog.path = c;
+            }
             let report = vitrine::bench::run(
                 &settings,
                 &vitrine::bench::BenchOptions {
                     frames,
                     warmup,
                     no_cache,
+                    check_exact,
+                    paced,
                 },
             )?;
             if json {
@@ -270,6 +302,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Catalog { command } => catalog(command),
+        Command::Eval { command } => Ok(vitrine::eval::cli::run_eval(command)?),
+        Command::Dataset { command } => Ok(vitrine::eval::cli::run_dataset(command)?),
+        Command::Labels { command } => Ok(vitrine::eval::cli::run_labels(command)?),
     }
 }
 

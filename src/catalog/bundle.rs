@@ -24,6 +24,10 @@ pub const MAX_LISTED: usize = 20;
 
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
+    /// Refuse a bundle without `manifest.json` (uploads); folders already on the appliance (the
+    /// seed catalog, older catalog folders) may lack one and are then read as inline embeddings
+    /// whose size, but not model, can be checked.
+    pub require_manifest: bool,
     /// Decode every image fully instead of reading its header only. Header checks catch wrong
     /// formats, empty and foreign files at a fraction of the cost; bundles whose embeddings the
     /// appliance computes decode every image anyway.
@@ -57,13 +61,37 @@ pub fn read_bundle(
     expect: Option<(usize, &str)>,
     opts: &ReadOptions,
 ) -> Result<Bundle, CatalogError> {
-    let manifest = match Manifest::load_optional(dir)? {
-        Some(m) => m,
-        None => {
+    let mut warnings = Vec::new();
+    let (manifest, counted) = match Manifest::load_optional(dir)? {
+        Some(m) => (m, true),
+        None if opts.require_manifest || expect.is_none() => {
             return Err(invalid(
                 dir,
                 vec!["manifest.json is missing: a bundle starts with one (README, \"Catalog bundles\")".into()],
             ));
+        }
+        None => {
+            let w = "no manifest.json: embeddings read as inline and assumed to come from the running embedder (only their size is checked)".to_string();
+            tracing::warn!(bundle = %dir.display(), "{w}");
+            warnings.push(w);
+            let fp = expect.map(|(dim, sha)| super::items::EmbedderFingerprint {
+                sha256: sha.into(),
+                dim,
+            });
+            let label = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "catalog".into());
+            let m = Manifest {
+                format: FORMAT.into(),
+                version: label,
+                created: String::new(),
+                item_count: 0,
+                embedder: fp,
+                embeddings: "inline".into(),
+                embeddings_file: None,
+            };
+            (m, false)
         }
     };
     let mut problems = Vec::new();
@@ -123,7 +151,7 @@ pub fn read_bundle(
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(n, l)| (n + 1, l))
         .collect();
-    if lines.len() != manifest.item_count {
+    if counted && lines.len() != manifest.item_count {
         problems.push(format!(
             "manifest.json says item_count {} but items.jsonl has {} items (a truncated upload?)",
             manifest.item_count,
@@ -181,7 +209,6 @@ pub fn read_bundle(
     if !problems.is_empty() {
         return Err(invalid(dir, problems));
     }
-    let mut warnings = Vec::new();
     if let Some(vs) = vectors.as_mut() {
         let fixed: Vec<usize> = vs
             .par_iter_mut()

@@ -125,6 +125,7 @@ pub fn verify(settings: &Settings, path: &Path) -> Result<String, CatalogError> 
         Some((spec.output.dim, &spec.sha256)),
         &ReadOptions {
             decode_images: images_only,
+            require_manifest: dir != path,
         },
     );
     if dir != path {

@@ -498,6 +498,7 @@ impl CatalogService {
         let images_only = peek.as_ref().is_some_and(|m| m.embeddings == "none");
         let opts = ReadOptions {
             decode_images: images_only,
+            require_manifest: matches!(input, ImportInput::Archive { .. }),
         };
         let bundle =
             pool.install(|| bundle::read_bundle(&dir, Some((fp.dim, &fp.sha256)), &opts))?;

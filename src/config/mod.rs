@@ -91,6 +91,9 @@ pub struct RawRuntime {
     pub tensorrt_cache: Option<PathBuf>,
     #[serde(default)]
     pub intra_threads: usize,
+    /// Let ONNX Runtime's threads spin between runs (lower latency, a core burnt while idle).
+    #[serde(default)]
+    pub spinning: bool,
 }
 
 impl Default for RawRuntime {
@@ -101,6 +104,7 @@ impl Default for RawRuntime {
             require_gpu: false,
             tensorrt_cache: None,
             intra_threads: 0,
+            spinning: false,
         }
     }
 }
@@ -536,6 +540,7 @@ impl Settings {
                         require_gpu: raw.runtime.require_gpu,
                         tensorrt_cache,
                         intra_threads: raw.runtime.intra_threads,
+                        spinning: raw.runtime.spinning,
                     },
                 },
                 camera,

@@ -154,7 +154,7 @@ impl ModelSpec {
         let text = std::fs::read_to_string(config_path)
             .map_err(|e| vec![at(format!("cannot read it ({e})"))])?;
         let raw: RawModelFile =
-            toml::from_str(&text).map_err(|e| vec![at(format!("{}", e.message()))])?;
+            toml::from_str(&text).map_err(|e| vec![at(e.message().to_string())])?;
         let dir = config_path.parent().unwrap_or(Path::new("."));
         let mut problems: Vec<String> = raw.input.problems().into_iter().map(&at).collect();
         let model_path = dir.join(&raw.file);

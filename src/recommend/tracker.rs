@@ -22,15 +22,23 @@ pub struct TrackerSettings {
     /// Weight of a new embedding in the moving average (1 = no smoothing).
     #[serde(default = "alpha")]
     pub smoothing: f32,
-    /// Re-embed a garment whose box overlaps the box it was last embedded at by less than this.
-    #[serde(default = "reembed")]
-    pub reembed_iou: f32,
+    /// Re-embed a garment whose box centre moved more than this fraction of the box's diagonal
+    /// since it was last embedded (what is behind the garment changes)…
+    #[serde(default = "shift")]
+    pub reembed_shift: f32,
+    /// …or whose box grew or shrank by more than this factor (the shopper came closer or turned).
+    #[serde(default = "scale")]
+    pub reembed_scale: f32,
     /// Re-embed a garment at least this often even when it stands still.
     #[serde(default = "refresh", with = "millis")]
     pub refresh_ms: Duration,
     /// Updates a different list must win in a row before the display switches to it.
     #[serde(default = "confirm")]
     pub confirm_updates: u32,
+    /// At most this many crops are embedded per frame: new garments first, then the stalest.
+    /// The rest wait a frame, so a crowd walking in never makes one frame late (p99 latency).
+    #[serde(default = "budget")]
+    pub max_embeds_per_frame: usize,
 }
 
 mod millis {
@@ -53,14 +61,20 @@ fn timeout() -> Duration {
 fn alpha() -> f32 {
     0.5
 }
-fn reembed() -> f32 {
-    0.6
+fn shift() -> f32 {
+    0.5
+}
+fn scale() -> f32 {
+    1.25
 }
 fn refresh() -> Duration {
     Duration::from_millis(1000)
 }
 fn confirm() -> u32 {
     2
+}
+fn budget() -> usize {
+    6
 }
 
 impl Default for TrackerSettings {
@@ -69,9 +83,11 @@ impl Default for TrackerSettings {
             match_iou: iou(),
             timeout_ms: timeout(),
             smoothing: alpha(),
-            reembed_iou: reembed(),
+            reembed_shift: shift(),
+            reembed_scale: scale(),
             refresh_ms: refresh(),
             confirm_updates: confirm(),
+            max_embeds_per_frame: budget(),
         }
     }
 }
@@ -79,19 +95,32 @@ impl Default for TrackerSettings {
 impl TrackerSettings {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        for (name, v) in [
-            ("match_iou", self.match_iou),
-            ("reembed_iou", self.reembed_iou),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                p.push(format!("recommend.{name} = {v} must be between 0 and 1"));
-            }
+        if !(0.0..=1.0).contains(&self.match_iou) {
+            p.push(format!(
+                "recommend.tracking.match_iou = {} must be between 0 and 1",
+                self.match_iou
+            ));
+        }
+        if self.reembed_shift.is_nan() || self.reembed_shift < 0.0 {
+            p.push(format!(
+                "recommend.tracking.reembed_shift = {} must be 0 or more",
+                self.reembed_shift
+            ));
+        }
+        if self.reembed_scale.is_nan() || self.reembed_scale < 1.0 {
+            p.push(format!(
+                "recommend.tracking.reembed_scale = {} must be 1 or more",
+                self.reembed_scale
+            ));
         }
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
             p.push(format!(
                 "recommend.smoothing = {} must be in (0, 1]",
                 self.smoothing
             ));
+        }
+        if self.max_embeds_per_frame == 0 {
+            p.push("recommend.tracking.max_embeds_per_frame must be at least 1".into());
         }
         if self.confirm_updates == 0 {
             p.push("recommend.confirm_updates must be at least 1".into());
@@ -196,31 +225,45 @@ impl Tracker {
         }
         let timeout = self.settings.timeout_ms;
         self.tracks
-            .retain(|t| now.duration_since(t.last_seen) <= timeout);
+            .retain(|t| now.saturating_duration_since(t.last_seen) <= timeout);
     }
 
     /// Garments of shoppers in view whose embedding is missing, stale, or taken at a box that has
-    /// since moved too far.
+    /// since moved too far, within the per-frame budget (missing ones first, then the oldest).
+    /// Returns the requests and how many garments reuse their tracked embedding this frame.
     pub fn embed_requests(&self, now: Instant) -> (Vec<EmbedRequest>, usize) {
-        let mut out = Vec::new();
-        let mut reused = 0;
+        // (never embedded, embedded at) orders new garments first, then the stalest.
+        let mut stale: Vec<(bool, Option<Instant>, EmbedRequest)> = Vec::new();
+        let mut fresh = 0;
         for (ti, t) in self.tracks.iter().enumerate().filter(|(_, t)| t.in_view) {
             for (gi, g) in t.garments.iter().enumerate() {
-                let stale = match (g.embedded_bbox, g.embedded_at) {
+                let is_stale = match (g.embedded_bbox, g.embedded_at) {
                     (Some(b), Some(at)) => {
-                        b.iou(&g.bbox) < self.settings.reembed_iou
-                            || now.duration_since(at) >= self.settings.refresh_ms
+                        changed(
+                            &b,
+                            &g.bbox,
+                            self.settings.reembed_shift,
+                            self.settings.reembed_scale,
+                        ) || now.saturating_duration_since(at) >= self.settings.refresh_ms
                     }
                     _ => true,
                 };
-                if stale {
-                    out.push((ti, gi, g.bbox));
+                if is_stale {
+                    stale.push((g.embedding.is_some(), g.embedded_at, (ti, gi, g.bbox)));
                 } else {
-                    reused += 1;
+                    fresh += 1;
                 }
             }
         }
-        (out, reused)
+        stale.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let deferred = stale
+            .len()
+            .saturating_sub(self.settings.max_embeds_per_frame);
+        stale.truncate(self.settings.max_embeds_per_frame);
+        (
+            stale.into_iter().map(|(_, _, r)| r).collect(),
+            fresh + deferred,
+        )
     }
 
     /// Folds a fresh embedding into the garment's moving average.
@@ -289,6 +332,23 @@ impl Tracker {
             g.dirty = g.embedding.is_some();
         }
     }
+}
+
+/// Whether a garment box moved or changed size enough since `then` that its look may have changed.
+fn changed(then: &PixelBox, now: &PixelBox, max_shift: f32, max_scale: f32) -> bool {
+    let centre = |b: &PixelBox| ((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0);
+    let ((x0, y0), (x1, y1)) = (centre(then), centre(now));
+    let diag = then.width().hypot(then.height()).max(1.0);
+    let ratio = |a: f32, b: f32| {
+        if a <= 0.0 || b <= 0.0 {
+            f32::INFINITY
+        } else {
+            (a / b).max(b / a)
+        }
+    };
+    (x1 - x0).hypot(y1 - y0) > max_shift * diag
+        || ratio(then.width(), now.width()) > max_scale
+        || ratio(then.height(), now.height()) > max_scale
 }
 
 /// Takes this frame's regions into a track's garments, keeping each garment's state when a
@@ -410,7 +470,21 @@ mod tests {
             (vec![], 1),
             "barely moved: reused"
         );
-        t.update(vec![shopper(60.0)], t0 + Duration::from_millis(200));
+        // Walking sideways: each step keeps the track, the third takes the garment more than half
+        // its diagonal (~90 px) away from where it was embedded.
+        t.update(vec![shopper(45.0)], t0 + Duration::from_millis(150));
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(150)).0.len(),
+            0,
+            "45 px: reused"
+        );
+        t.update(vec![shopper(85.0)], t0 + Duration::from_millis(180));
+        assert_eq!(
+            t.embed_requests(t0 + Duration::from_millis(180)).0.len(),
+            0,
+            "85 px: reused"
+        );
+        t.update(vec![shopper(125.0)], t0 + Duration::from_millis(200));
         assert_eq!(
             t.embed_requests(t0 + Duration::from_millis(200)).0.len(),
             1,
@@ -430,6 +504,52 @@ mod tests {
             1,
             "aged: re-embedded"
         );
+    }
+
+    #[test]
+    fn a_garment_that_grows_is_embedded_again() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        t.update(vec![shopper(0.0)], t0);
+        t.set_embedding(0, 0, vec![1.0, 0.0], t0);
+        let mut closer = shopper(0.0);
+        closer.bbox.ymax = 400.0;
+        closer.regions[0].bbox.ymax = 200.0; // 150 → 200 px tall: 1.33× > 1.25
+        t.update(vec![closer], t0 + Duration::from_millis(100));
+        assert_eq!(t.embed_requests(t0 + Duration::from_millis(100)).0.len(), 1);
+    }
+
+    #[test]
+    fn a_crowd_is_embedded_within_the_budget_new_garments_first() {
+        let settings = TrackerSettings {
+            max_embeds_per_frame: 3,
+            ..Default::default()
+        };
+        let mut t = Tracker::new(settings);
+        let t0 = Instant::now();
+        t.update(vec![shopper(0.0), shopper(300.0)], t0);
+        for (ti, gi, _) in t.embed_requests(t0).0 {
+            t.set_embedding(ti, gi, vec![1.0, 0.0], t0);
+        }
+        // Two known shoppers gone stale and three new ones arrive: the new ones go first.
+        let later = t0 + Duration::from_millis(1100);
+        t.update(
+            vec![
+                shopper(0.0),
+                shopper(300.0),
+                shopper(600.0),
+                shopper(900.0),
+                shopper(1200.0),
+            ],
+            later,
+        );
+        let (req, waiting) = t.embed_requests(later);
+        assert_eq!(req.len(), 3);
+        assert!(
+            req.iter().all(|(ti, _, _)| *ti >= 2),
+            "new shoppers first: {req:?}"
+        );
+        assert_eq!(waiting, 2, "the two stale ones wait a frame");
     }
 
     #[test]

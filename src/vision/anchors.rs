@@ -61,7 +61,9 @@ impl AnchorParams {
                 self.min_scale, self.max_scale
             ));
         }
-        if self.aspect_ratios.is_empty() || self.aspect_ratios.iter().any(|a| !(*a > 0.0)) {
+        if self.aspect_ratios.is_empty()
+            || self.aspect_ratios.iter().any(|a| a.is_nan() || *a <= 0.0)
+        {
             out.push("aspect_ratios must be a non-empty list of positive numbers".to_string());
         }
         out

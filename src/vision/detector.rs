@@ -518,8 +518,8 @@ pub fn ssd_candidates(
                     *p = (l - max).exp();
                     sum += *p;
                 }
-                for col in first..columns {
-                    push(col, probs[col] / sum, &mut out);
+                for (col, p) in probs.iter().enumerate().skip(first) {
+                    push(col, p / sum, &mut out);
                 }
             }
         }

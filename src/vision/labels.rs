@@ -73,6 +73,12 @@ impl LabelMap {
     /// The `item { id: 1 name: 'Anorak' display_name: "Anorak" }` form; `display_name` wins over
     /// `name` when both are present since TF exports often put machine ids in `name`.
     pub fn parse_pbtxt(text: &str, path: &Path) -> Result<Self, LabelError> {
+        Self::from_pairs(Self::pbtxt_entries(text, path)?, path)
+    }
+
+    /// The `(id, name)` items of a pbtxt map in file order, before the checks a map makes (id 0,
+    /// duplicates): `vitrine labels check` must read a wrong map to say what is wrong with it.
+    pub fn pbtxt_entries(text: &str, path: &Path) -> Result<Vec<(u32, String)>, LabelError> {
         let err = |line: usize, message: String| LabelError::Parse {
             path: path.into(),
             line,
@@ -127,7 +133,7 @@ impl LabelMap {
                 other => return Err(err(*line, format!("expected 'item', found '{other}'"))),
             }
         }
-        Self::from_pairs(pairs, path)
+        Ok(pairs)
     }
 
     fn from_pairs(pairs: Vec<(u32, String)>, path: &Path) -> Result<Self, LabelError> {

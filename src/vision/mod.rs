@@ -12,6 +12,7 @@ pub mod geometry;
 pub mod labels;
 pub mod preprocess;
 pub mod regions;
+pub mod resize;
 pub mod runtime;
 
 use std::path::PathBuf;

@@ -3,15 +3,15 @@
 //!
 //! The record is made where the resize happens and travels with the detections to the very end,
 //! so no later stage can normalise a box against the wrong image size (the source project's second
-//! bug). The resize is Pillow-compatible bilinear convolution (CONTRACTS.md §3), which is what the
-//! Python reference uses; `fast_image_resize` gives it with SIMD. Buffers live in the
+//! bug). The resize is Pillow's bilinear convolution, bit for bit (CONTRACTS.md §3, [`super::resize`]),
+//! which is what the Python reference uses. Buffers live in the
 //! [`Preprocessor`] and are reused frame after frame.
 
-use fast_image_resize as fr;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::geometry::{NormBox, PixelBox};
+use super::resize::PillowResizer;
 
 /// How a frame is fitted to the model's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,10 +80,7 @@ impl InputSpec {
                 self.width, self.height
             ));
         }
-        if self
-            .std
-            .iter()
-            .any(|s| !(s.abs() > 1e-12) || !s.is_finite())
+        if self.std.iter().any(|s| s.abs() <= 1e-12 || !s.is_finite())
             || self.mean.iter().any(|m| !m.is_finite())
         {
             out.push("input mean must be finite and std non-zero".to_string());
@@ -186,35 +183,21 @@ impl ResizeRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
-    #[error("resize failed: {0}")]
-    Resize(String),
     #[error("empty image or crop ({0}×{1})")]
     Empty(u32, u32),
 }
 
 /// Owns the resizer and scratch buffers; one per stage thread.
+#[derive(Default)]
 pub struct Preprocessor {
-    resizer: fr::Resizer,
-    options: fr::ResizeOptions,
+    resizer: PillowResizer,
     resized: Vec<u8>,
     crop: Vec<u8>,
 }
 
-impl Default for Preprocessor {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Preprocessor {
     pub fn new() -> Self {
-        Self {
-            resizer: fr::Resizer::new(),
-            options: fr::ResizeOptions::new()
-                .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
-            resized: Vec::new(),
-            crop: Vec::new(),
-        }
+        Self::default()
     }
 
     /// Resizes `src` (RGB8, `w`×`h`, tightly packed) into `self.resized` at `dst_w`×`dst_h`.
@@ -226,23 +209,13 @@ impl Preprocessor {
         dst_w: u32,
         dst_h: u32,
     ) -> Result<(), PreprocessError> {
-        if w == 0 || h == 0 {
+        if w == 0 || h == 0 || dst_w == 0 || dst_h == 0 {
             return Err(PreprocessError::Empty(w, h));
         }
-        let n = dst_w as usize * dst_h as usize * 3;
-        self.resized.resize(n, 0);
-        if (w, h) == (dst_w, dst_h) {
-            self.resized.copy_from_slice(&src[..n]);
-            return Ok(());
-        }
-        let src_img = fr::images::ImageRef::new(w, h, src, fr::PixelType::U8x3)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
-        let mut dst_img =
-            fr::images::Image::from_slice_u8(dst_w, dst_h, &mut self.resized, fr::PixelType::U8x3)
-                .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        self.resized.resize(dst_w as usize * dst_h as usize * 3, 0);
         self.resizer
-            .resize(&src_img, &mut dst_img, &self.options)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))
+            .resize(src, w, h, &mut self.resized, dst_w, dst_h);
+        Ok(())
     }
 
     /// Fits a whole frame into the model input and writes it into `out` (one image's slot of the
@@ -314,26 +287,36 @@ fn write_tensor(content: &[u8], rec: &ResizeRecord, spec: &InputSpec, out: Tenso
         Channels::Rgb => [0, 1, 2],
         Channels::Bgr => [2, 1, 0],
     };
-    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / spec.std[order[c]]);
-    let offset: [f32; 3] = std::array::from_fn(|c| -spec.mean[order[c]] / spec.std[order[c]]);
+    // `(v - mean) / std` exactly as the reference computes it, looked up per 8-bit value: a
+    // multiply-add would differ by an ulp, enough to flip an int8 model's input quantization.
+    let lut: [[f32; 256]; 3] = std::array::from_fn(|c| {
+        std::array::from_fn(|v| (v as f32 - spec.mean[order[c]]) / spec.std[order[c]])
+    });
     // Padding is a black pixel, normalised like any other.
     match out {
         TensorSlot::F32(buf) => {
-            let pad: [f32; 3] = offset;
+            let pad: [f32; 3] = [lut[0][0], lut[1][0], lut[2][0]];
             match spec.layout {
                 Layout::Nhwc => {
-                    for yy in 0..h {
-                        for xx in 0..w {
-                            let o = (yy * w + xx) * 3;
-                            if yy >= py && yy < py + ch && xx >= px && xx < px + cw {
-                                let i = ((yy - py) * cw + (xx - px)) * 3;
-                                for c in 0..3 {
-                                    buf[o + c] =
-                                        content[i + order[c]] as f32 * scale[c] + offset[c];
-                                }
-                            } else {
-                                buf[o..o + 3].copy_from_slice(&pad);
-                            }
+                    // Row by row: bars, then content through the lookup table, then bars.
+                    for (yy, row) in buf[..w * h * 3].chunks_exact_mut(w * 3).enumerate() {
+                        if yy < py || yy >= py + ch {
+                            row.chunks_exact_mut(3)
+                                .for_each(|p| p.copy_from_slice(&pad));
+                            continue;
+                        }
+                        let (left, rest) = row.split_at_mut(px * 3);
+                        let (mid, right) = rest.split_at_mut(cw * 3);
+                        left.chunks_exact_mut(3)
+                            .for_each(|p| p.copy_from_slice(&pad));
+                        right
+                            .chunks_exact_mut(3)
+                            .for_each(|p| p.copy_from_slice(&pad));
+                        let src = &content[(yy - py) * cw * 3..(yy - py + 1) * cw * 3];
+                        for (d, s) in mid.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
+                            d[0] = lut[0][s[order[0]] as usize];
+                            d[1] = lut[1][s[order[1]] as usize];
+                            d[2] = lut[2][s[order[2]] as usize];
                         }
                     }
                 }
@@ -346,7 +329,7 @@ fn write_tensor(content: &[u8], rec: &ResizeRecord, spec: &InputSpec, out: Tenso
                             let row = &mut dst[(yy + py) * w + px..(yy + py) * w + px + cw];
                             let src = &content[yy * cw * 3..(yy + 1) * cw * 3];
                             for (d, s) in row.iter_mut().zip(src.chunks_exact(3)) {
-                                *d = s[order[c]] as f32 * scale[c] + offset[c];
+                                *d = lut[c][s[order[c]] as usize];
                             }
                         }
                     }

@@ -67,6 +67,9 @@ pub struct SessionOptions {
     pub tensorrt_cache: Option<PathBuf>,
     /// Threads for one operator; 0 lets ONNX Runtime choose (one per core).
     pub intra_threads: usize,
+    /// Let ONNX Runtime's worker threads spin between runs. Slightly lower latency, but a core
+    /// burnt while waiting for the next frame: off by default on an appliance that runs for months.
+    pub spinning: bool,
 }
 
 impl Default for SessionOptions {
@@ -76,6 +79,7 @@ impl Default for SessionOptions {
             require_gpu: false,
             tensorrt_cache: None,
             intra_threads: 0,
+            spinning: false,
         }
     }
 }
@@ -205,6 +209,8 @@ fn base_builder(
     }
     // One model runs at a time on a stage thread: parallel inter-op threads only add contention.
     b = map_err(b.with_inter_threads(1))?;
+    b = map_err(b.with_intra_op_spinning(opts.spinning))?;
+    b = map_err(b.with_inter_op_spinning(opts.spinning))?;
     if let Some(prefix) = profile {
         b = map_err(b.with_profiling(prefix))?;
     }
@@ -262,7 +268,7 @@ pub fn build_session(
         .providers
         .iter()
         .copied()
-        .filter(|p| !(opts.require_gpu && !p.is_gpu()))
+        .filter(|p| !opts.require_gpu || p.is_gpu())
         .collect();
     if !opts.require_gpu && !order.contains(&Provider::Cpu) {
         order.push(Provider::Cpu);

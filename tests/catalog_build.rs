@@ -1,0 +1,106 @@
+//! `vitrine catalog build` computes embeddings with the daemon's own embedder and preprocessing;
+//! they must agree with the demo catalog's committed embeddings (made by the preparation script in
+//! Python with the same documented preprocessing), so camera side and catalog side share one model.
+
+mod common;
+
+use common::{bin, root};
+
+#[test]
+fn catalog_build_reproduces_the_demo_catalogs_embeddings() {
+    let demo = root().join("catalog/demo");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(demo.join("items.jsonl"))
+        .expect("items")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .step_by(25)
+        .collect();
+    assert!(lines.len() >= 8);
+    let dir = tempfile::tempdir().expect("tmp");
+    let meta: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let mut m = l.clone();
+            m.as_object_mut().map(|o| o.remove("embedding"));
+            m.to_string()
+        })
+        .collect();
+    std::fs::write(dir.path().join("meta.jsonl"), meta.join("\n")).expect("write meta");
+    let out = dir.path().join("out");
+    let res = bin()
+        .args(["catalog", "build", "--images"])
+        .arg(&demo)
+        .arg("--meta")
+        .arg(dir.path().join("meta.jsonl"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let built: Vec<serde_json::Value> = std::fs::read_to_string(out.join("items.jsonl"))
+        .expect("built")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(built.len(), lines.len());
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let demo_manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(demo.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        manifest["embedder"], demo_manifest["embedder"],
+        "same embedder fingerprint"
+    );
+    let mut worst = 1f64;
+    for (b, want) in built.iter().zip(&lines) {
+        assert_eq!(b["id"], want["id"]);
+        assert!(out.join(b["image"].as_str().expect("image")).is_file());
+        let cos: f64 = b["embedding"]
+            .as_array()
+            .expect("e")
+            .iter()
+            .zip(want["embedding"].as_array().expect("e"))
+            .map(|(x, y)| x.as_f64().unwrap_or(0.0) * y.as_f64().unwrap_or(0.0))
+            .sum();
+        worst = worst.min(cos);
+    }
+    println!("catalog build vs committed demo embeddings: worst cosine {worst:.6}");
+    assert!(worst >= 0.999, "worst cosine {worst}");
+}
+
+#[test]
+fn catalog_build_names_every_unreadable_image() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("img")).expect("mkdir");
+    std::fs::write(dir.path().join("img/bad.jpg"), b"not a jpeg").expect("write");
+    let meta = r#"{"id":"x1","name":"Bad","group":"top","category":"Shirt","price":1,"image":"bad.jpg"}
+{"id":"x2","name":"Missing","group":"top","category":"Shirt","price":1,"image":"missing.jpg"}"#;
+    std::fs::write(dir.path().join("meta.jsonl"), meta).expect("write");
+    let res = bin()
+        .args(["catalog", "build", "--images"])
+        .arg(dir.path().join("img"))
+        .arg("--meta")
+        .arg(dir.path().join("meta.jsonl"))
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("run");
+    assert!(!res.status.success());
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("item 'x1'") && err.contains("item 'x2'"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out/items.jsonl").exists(),
+        "nothing written on failure"
+    );
+}
