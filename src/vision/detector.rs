@@ -284,15 +284,7 @@ impl Detector {
             pre: Preprocessor::new(),
             input_f32: Vec::new(),
             input_u8: Vec::new(),
-            report: ProviderReport {
-                model: spec.name.clone(),
-                requested: vec![],
-                registered: String::new(),
-                in_use: String::new(),
-                nodes: vec![],
-                skipped: vec![],
-                warmup_ms: 0.0,
-            },
+            report: ProviderReport::pending(&spec.name),
         };
         // Warm-up on a grey frame: allocates ONNX Runtime's arenas and tells us the provider in use.
         let t = Instant::now();

@@ -110,15 +110,7 @@ impl Embedder {
             pre: Preprocessor::new(),
             input: Vec::new(),
             inference: std::time::Duration::ZERO,
-            report: ProviderReport {
-                model: spec.name.clone(),
-                requested: vec![],
-                registered: String::new(),
-                in_use: String::new(),
-                nodes: vec![],
-                skipped: vec![],
-                warmup_ms: 0.0,
-            },
+            report: ProviderReport::pending(&spec.name),
         };
         let t = Instant::now();
         let grey = RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));

@@ -54,3 +54,18 @@ pub struct ProviderReport {
     pub skipped: Vec<String>,
     pub warmup_ms: f64,
 }
+
+impl ProviderReport {
+    /// The report of a model whose warm-up has not run yet.
+    pub fn pending(model: &str) -> Self {
+        Self {
+            model: model.into(),
+            requested: vec![],
+            registered: String::new(),
+            in_use: String::new(),
+            nodes: vec![],
+            skipped: vec![],
+            warmup_ms: 0.0,
+        }
+    }
+}
