@@ -88,6 +88,9 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
         );
     }
     assert_eq!(cfg["catalog"]["index"], demo["catalog"]["index"]);
+    for key in ["intra_threads", "spinning", "require_gpu"] {
+        assert_eq!(cfg["runtime"][key], demo["runtime"][key], "runtime.{key}");
+    }
     for key in [
         "score_threshold",
         "iou_threshold",
