@@ -11,10 +11,10 @@
 //! - [`vision`]: ONNX Runtime loading and providers, the detector (preprocess → run → decode/NMS,
 //!   boxes back in frame pixels), garment regions, the embedder.
 //! - [`catalog`]: items, embeddings and per-group HNSW indexes; an immutable snapshot swapped
-//!   atomically.
+//!   atomically; bundles, versions on disk, imports.
 //! - [`recommend`]: shopper tracking, embedding smoothing, stable top-k lists.
 //! - [`pipeline`]: the inference thread that runs the stages above for each frame.
-//! - [`http`]: display, technician and staff routes.
+//! - [`http`]: display, technician and staff routes (the staff catalog API may listen apart).
 //! - [`telemetry`]: every metric, declared once.
 //! - [`systemd`]: `sd_notify` (ready, watchdog fed by processed frames, stopping).
 //! - [`eval`]: off the frame's path — tools for model trainers: detector AP/mAP, label-map
@@ -83,6 +83,8 @@ pub struct Hooks {
     pub on_ready: Box<dyn FnOnce() + Send>,
     /// Called after every processed frame (the systemd watchdog is fed from here).
     pub on_frame: Arc<dyn Fn() + Send + Sync>,
+    /// Called once the staff API listens on its own address (`server.staff_listen`).
+    pub on_staff_listen: Box<dyn FnOnce(SocketAddr) + Send>,
 }
 
 impl Default for Hooks {
@@ -91,6 +93,7 @@ impl Default for Hooks {
             on_listen: Box::new(|_| {}),
             on_ready: Box::new(|| {}),
             on_frame: Arc::new(|| {}),
+            on_staff_listen: Box::new(|_| {}),
         }
     }
 }
@@ -157,32 +160,79 @@ pub async fn run(
         display,
         info: Arc::new(http::status::StatusInfo::from_settings(&settings)),
     };
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The catalog's one writer: versions in the data folder, imports, the staff API behind it.
+    let on_swap = {
+        let metrics = metrics.clone();
+        Box::new(move |c: &Catalog| {
+            metrics.catalog_items.set(c.items.len() as f64);
+            *metrics
+                .catalog_version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = c.version.clone();
+        })
+    };
+    let service = Arc::new(catalog::import::CatalogService::open(
+        catalog::import::ServiceConfig::from_settings(&settings),
+        catalog.clone(),
+        on_swap,
+    )?);
+    let staff = http::catalog_api::router(http::catalog_api::StaffState {
+        service: service.clone(),
+        token: settings.catalog.token.clone(),
+        metrics: metrics.clone(),
+    });
+    if settings.catalog.token.is_none() {
+        tracing::warn!(
+            "no staff token configured (catalog.token_file / catalog.token_env): the catalog staff API refuses every request"
+        );
+    }
+
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     let app = http::router(state);
+    let (app, staff_server) = match settings.server.staff_listen {
+        None => (app.merge(staff), None),
+        Some(staff_addr) => {
+            let l = tokio::net::TcpListener::bind(staff_addr)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    addr: staff_addr,
+                    source,
+                })?;
+            let bound = l.local_addr().map_err(|source| DaemonError::Bind {
+                addr: staff_addr,
+                source,
+            })?;
+            let staff_stop = stopped(http_stop_rx.clone());
+            let handle = tokio::spawn(async move {
+                axum::serve(l, staff)
+                    .with_graceful_shutdown(staff_stop)
+                    .await
+            });
+            (hooks.on_staff_listen)(bound);
+            (app, Some(handle))
+        }
+    };
+    let http_stop = stopped(http_stop_rx);
     let server = tokio::spawn(async move {
         // Peer addresses let the debug view serve camera frames to local browsers only.
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move {
-            let _ = http_stop_rx.await;
-        })
+        .with_graceful_shutdown(http_stop)
         .await
     });
     (hooks.on_listen)(addr);
 
-    // Catalog and models load in parallel: the index build runs on the blocking pool while the
-    // inference thread builds and warms its sessions.
-    let cat_settings = settings.clone();
-    let catalog_task = tokio::task::spawn_blocking(move || {
-        let spec = &cat_settings.embedder.spec;
-        Catalog::load(
-            &cat_settings.catalog.path,
-            Some((spec.output.dim, spec.sha256.as_str())),
-            &cat_settings.catalog.index,
-        )
-    });
+    // Catalog and models load in parallel: the active version is reloaded from its dump (or the
+    // seed imported) on the blocking pool while the inference thread builds and warms its sessions.
+    let catalog_task = {
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || service.load_initial())
+    };
     let (engine_tx, engine_rx) = tokio::sync::oneshot::channel();
     let engine_settings = settings.clone();
     let engine_catalog = catalog.clone();
@@ -246,7 +296,7 @@ pub async fn run(
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = loaded.version.clone();
     tracing::info!(version = %loaded.version, items = loaded.items.len(), "catalog loaded");
-    catalog.store(Arc::new(loaded));
+    catalog.store(loaded);
     readiness.catalog.store(true, Ordering::Relaxed);
     readiness.models.store(true, Ordering::Relaxed);
 
@@ -283,7 +333,10 @@ pub async fn run(
         tracing::warn!("stages did not stop within {DRAIN_TIMEOUT:?}; exiting anyway");
     }
     mirror.abort();
-    let _ = http_stop_tx.send(());
+    let _ = http_stop_tx.send(true);
+    if let Some(staff) = staff_server {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, staff).await;
+    }
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(DaemonError::Internal(format!("HTTP server: {e}"))),
@@ -379,9 +432,11 @@ pub fn build_catalog(
         meta,
         out,
         version,
-        |done, total| {
-            if done % 50 == 0 || done == total {
-                eprintln!("embedded {done}/{total}");
+        {
+            let bar = catalog::cli::progress_bar(0, "embedding");
+            move |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
             }
         },
     )?)

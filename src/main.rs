@@ -44,7 +44,8 @@ enum Command {
         images: Vec<PathBuf>,
     },
     /// Run the pipeline over the replay frames as fast as possible and report timings
-    /// (`vitrine bench http` instead load-tests a running daemon's HTTP side).
+    /// (`vitrine bench http` load-tests a running daemon's HTTP side, `vitrine bench catalog`
+    /// measures the catalog).
     #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
@@ -121,6 +122,51 @@ enum BenchTarget {
         #[arg(long)]
         json: bool,
     },
+    /// Catalog targets: import + index time, restart time, recall@10 against exact search,
+    /// search latency, and with --pipeline the frame rate during an import.
+    Catalog {
+        /// Config for the embedder's size and fingerprint, the index parameters and (with
+        /// --pipeline) the models; without it a synthetic fingerprint of size --dim is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        #[arg(long, default_value_t = 256)]
+        dim: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// How the synthetic bundle carries its embeddings: npy or inline.
+        #[arg(long, default_value = "npy")]
+        embeddings: String,
+        /// Import this bundle folder instead of a synthetic one.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// HNSW links per node (overrides the config).
+        #[arg(long)]
+        m: Option<usize>,
+        #[arg(long)]
+        ef_construction: Option<usize>,
+        #[arg(long)]
+        ef_search: Option<usize>,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        nice: Option<i32>,
+        /// Measure the pipeline's frame rate before and during an import.
+        #[arg(long)]
+        pipeline: bool,
+        /// With --pipeline: feed frames as fast as the pipeline takes them, not at the camera's
+        /// rate.
+        #[arg(long)]
+        flat_out: bool,
+        /// Keep the generated bundle and data folder here (reused by the next run).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +185,43 @@ enum CatalogCommand {
         out: PathBuf,
         #[arg(long, default_value = "1")]
         version: String,
+    },
+    /// Check a bundle (folder, .tar or .tar.gz) and store it as a new version, activated unless
+    /// --no-activate. Needs the daemon stopped; while it runs, upload to its staff API instead.
+    Import {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        bundle: PathBuf,
+        /// Store it without making it live.
+        #[arg(long)]
+        no_activate: bool,
+        /// Label shown to staff (default: the manifest's version).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Check a bundle against the configured embedder without storing anything.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        bundle: PathBuf,
+    },
+    /// List the stored versions; `*` marks the active one.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a stored version the active one.
+    Activate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        id: String,
+    },
+    /// Go back to the version that was active before the current one.
+    Rollback {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -193,6 +276,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }),
                 on_ready: Box::new(|| println!("vitrine ready")),
+                on_staff_listen: Box::new(|addr| {
+                    println!("vitrine staff API listening on http://{addr}/api/catalog");
+                }),
                 ..Default::default()
             };
             // Under systemd (Type=notify): READY=1, watchdog pings from the pipeline, STOPPING=1.
@@ -255,6 +341,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
+            target: Some(what @ BenchTarget::Catalog { .. }),
+            ..
+        } => bench_catalog(what),
+        Command::Bench {
             target: None,
             config,
             frames,
@@ -286,23 +376,147 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Catalog {
-            command:
-                CatalogCommand::Build {
-                    config,
-                    images,
-                    meta,
-                    out,
-                    version,
-                },
-        } => {
-            let settings = load(config)?;
-            let n = vitrine::build_catalog(&settings, &images, &meta, &out, &version)?;
-            println!("wrote {n} items to {}", out.display());
-            Ok(())
-        }
+        Command::Catalog { command } => catalog(command),
         Command::Eval { command } => Ok(vitrine::eval::cli::run_eval(command)?),
         Command::Dataset { command } => Ok(vitrine::eval::cli::run_dataset(command)?),
         Command::Labels { command } => Ok(vitrine::eval::cli::run_labels(command)?),
     }
+}
+
+fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
+    use vitrine::catalog::cli;
+    match command {
+        CatalogCommand::Build {
+            config,
+            images,
+            meta,
+            out,
+            version,
+        } => {
+            let settings = load(config)?;
+            let n = vitrine::build_catalog(&settings, &images, &meta, &out, &version)?;
+            println!("wrote {n} items to {}", out.display());
+        }
+        CatalogCommand::Import {
+            config,
+            bundle,
+            no_activate,
+            label,
+        } => {
+            let settings = load(config)?;
+            let info = cli::import(&settings, &bundle, !no_activate, label)?;
+            println!(
+                "stored version {} ('{}', {} items){}",
+                info.id,
+                info.label,
+                info.item_count,
+                if no_activate { "" } else { ", now active" }
+            );
+            for w in &info.warnings {
+                println!("warning: {w}");
+            }
+        }
+        CatalogCommand::Verify { config, bundle } => {
+            let settings = load(config)?;
+            println!("{}", cli::verify(&settings, &bundle)?);
+        }
+        CatalogCommand::List { config, json } => {
+            let settings = load(config)?;
+            let list = cli::list(&settings)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for v in list {
+                    println!(
+                        "{} {:<6} {:>8} items  {}  {:<24} {}",
+                        if v.active { "*" } else { " " },
+                        v.id,
+                        v.items,
+                        v.created,
+                        v.label,
+                        v.source
+                    );
+                }
+            }
+        }
+        CatalogCommand::Activate { config, id } => {
+            let settings = load(config)?;
+            let info = cli::activate(&settings, &id)?;
+            println!("version {} ('{}') is now active", info.id, info.label);
+        }
+        CatalogCommand::Rollback { config } => {
+            let settings = load(config)?;
+            let info = cli::rollback(&settings)?;
+            println!("rolled back to version {} ('{}')", info.id, info.label);
+        }
+    }
+    Ok(())
+}
+
+fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
+    let BenchTarget::Catalog {
+        config,
+        items,
+        dim,
+        queries,
+        seed,
+        embeddings,
+        bundle,
+        m,
+        ef_construction,
+        ef_search,
+        threads,
+        nice,
+        pipeline,
+        flat_out,
+        work,
+        json,
+    } = what
+    else {
+        anyhow::bail!("only the catalog benchmark is handled here");
+    };
+    use vitrine::catalog::synth::Embeddings;
+    let settings = match (config, pipeline) {
+        (Some(c), _) => Some(load(Some(c))?),
+        (None, true) => Some(load(None)?),
+        (None, false) => None,
+    };
+    let mut params = settings
+        .as_ref()
+        .map(|s| s.catalog.index)
+        .unwrap_or_default();
+    params.max_connections = m.unwrap_or(params.max_connections);
+    params.ef_construction = ef_construction.unwrap_or(params.ef_construction);
+    params.ef_search = ef_search.unwrap_or(params.ef_search);
+    let problems = params.problems();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    let opts = vitrine::catalog::bench::CatalogBenchOptions {
+        items,
+        dim,
+        queries,
+        seed,
+        embeddings: match embeddings.as_str() {
+            "inline" => Embeddings::Inline,
+            "npy" => Embeddings::Npy,
+            other => anyhow::bail!("--embeddings {other}: use npy or inline"),
+        },
+        bundle,
+        params,
+        import_threads: threads
+            .or(settings.as_ref().map(|s| s.catalog.import_threads))
+            .unwrap_or(0),
+        import_nice: nice
+            .or(settings.as_ref().map(|s| s.catalog.import_nice))
+            .unwrap_or(10),
+        pipeline,
+        flat_out,
+        work,
+    };
+    let report = vitrine::catalog::bench::run(settings.as_ref(), &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }

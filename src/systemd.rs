@@ -130,6 +130,7 @@ pub fn with_notify(hooks: Hooks, notifier: Notifier) -> (Hooks, Box<dyn FnOnce()
         on_listen,
         on_ready,
         on_frame,
+        on_staff_listen,
     } = hooks;
     let n = notifier.clone();
     let on_listen = Box::new(move |addr| {
@@ -167,6 +168,7 @@ pub fn with_notify(hooks: Hooks, notifier: Notifier) -> (Hooks, Box<dyn FnOnce()
             on_listen,
             on_ready,
             on_frame,
+            on_staff_listen,
         },
         Box::new(stopping),
     )

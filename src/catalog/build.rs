@@ -91,11 +91,12 @@ pub fn build_catalog(
         version: version.into(),
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         item_count: lines.len(),
-        embedder: EmbedderFingerprint {
+        embedder: Some(EmbedderFingerprint {
             sha256: embedder.spec().sha256.clone(),
             dim: embedder.dim(),
-        },
+        }),
         embeddings: "inline".into(),
+        embeddings_file: None,
     };
     write_atomic(&out.join("items.jsonl"), &body)?;
     let m = serde_json::to_vec_pretty(&manifest).map_err(|e| CatalogError::Other(e.to_string()))?;

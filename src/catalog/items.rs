@@ -1,12 +1,12 @@
 //! Catalog items and the files that hold them: `manifest.json` and `items.jsonl`
 //! (format documented in the README's "Catalog bundles" section).
 //!
-//! Reading reports every bad row at once (first 20 shown, with a count), each naming the line and
-//! the item id, because staff fix a catalog in a spreadsheet and need the whole list.
+//! The checks here are per row; [`super::bundle`] runs them over a whole bundle and reports every
+//! bad row at once (the first 20 and a count), because staff fix a catalog in a spreadsheet and
+//! need the whole list.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::BufRead;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,13 +51,21 @@ pub struct EmbedderFingerprint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
+    /// The label staff gave this catalog, e.g. "spring-2026".
     pub version: String,
     #[serde(default)]
     pub created: String,
     pub item_count: usize,
-    pub embedder: EmbedderFingerprint,
+    /// Which embedder made the embeddings; may be absent when the bundle carries only images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderFingerprint>,
+    /// Where the embeddings are: "inline" (in items.jsonl), "npy" (a float32 matrix in item
+    /// order) or "none" (images only: the appliance computes them).
     #[serde(default = "inline")]
     pub embeddings: String,
+    /// The matrix file when `embeddings` is "npy".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings_file: Option<String>,
 }
 
 fn inline() -> String {
@@ -65,6 +73,14 @@ fn inline() -> String {
 }
 
 pub const FORMAT: &str = "vitrine-catalog/1";
+
+/// Where a bundle's embeddings are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbeddingSource {
+    Inline,
+    Npy(String),
+    None,
+}
 
 impl Manifest {
     pub fn load_optional(dir: &Path) -> Result<Option<Self>, CatalogError> {
@@ -80,86 +96,49 @@ impl Manifest {
                 }),
         }
     }
+
+    pub fn embedding_source(&self) -> Result<EmbeddingSource, String> {
+        match self.embeddings.as_str() {
+            "inline" => Ok(EmbeddingSource::Inline),
+            "npy" => {
+                let f = self
+                    .embeddings_file
+                    .clone()
+                    .unwrap_or_else(|| "embeddings.npy".into());
+                if safe_relative(&f).is_none() {
+                    return Err(format!(
+                        "manifest.json: embeddings_file '{f}' must be a path inside the bundle"
+                    ));
+                }
+                Ok(EmbeddingSource::Npy(f))
+            }
+            "none" => Ok(EmbeddingSource::None),
+            other => Err(format!(
+                "manifest.json: embeddings = \"{other}\" is not one of \"inline\", \"npy\", \"none\""
+            )),
+        }
+    }
 }
 
-/// Items, their unit-length vectors (same order) and the embedding size.
-pub type ItemsAndVectors = (Vec<Item>, Vec<Vec<f32>>, usize);
-
-/// Reads `items.jsonl` with inline embeddings. `dim` is the expected embedding size (the running
-/// embedder's); when unknown, the first item's size is taken. Vectors come back unit length.
-pub fn read_items(path: &Path, dim: Option<usize>) -> Result<ItemsAndVectors, CatalogError> {
-    let file = std::fs::File::open(path).map_err(|source| CatalogError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let mut items = Vec::new();
-    let mut vectors = Vec::new();
-    let mut problems = Vec::new();
-    let mut seen = HashSet::new();
-    let mut dim = dim;
-    let mut renormalised = 0usize;
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line_no = n + 1;
-        let line = line.map_err(|source| CatalogError::Read {
-            path: path.into(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: ItemLine = match serde_json::from_str(&line) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push(format!("line {line_no}: {e}"));
-                continue;
-            }
-        };
-        let id = parsed.item.id.clone();
-        match check_item(&parsed, dim) {
-            Err(p) => problems.extend(
-                p.into_iter()
-                    .map(|p| format!("line {line_no}, item '{id}': {p}")),
-            ),
-            Ok(mut v) => {
-                if !seen.insert(id.clone()) {
-                    problems.push(format!("line {line_no}, item '{id}': duplicate id"));
-                    continue;
-                }
-                dim.get_or_insert(v.len());
-                if normalise(&mut v) {
-                    renormalised += 1;
-                }
-                items.push(parsed.item);
-                vectors.push(v);
-            }
-        }
-    }
-    if items.is_empty() && problems.is_empty() {
-        problems.push("no items".into());
-    }
-    if !problems.is_empty() {
-        let total = problems.len();
-        if total > 20 {
-            problems.truncate(20);
-            problems.push(format!("{total} problems in all"));
-        }
-        return Err(CatalogError::Invalid {
-            path: path.into(),
-            problems,
-        });
-    }
-    if renormalised > 0 {
-        tracing::warn!(path = %path.display(), renormalised, "embeddings were not unit length and have been normalised");
-    }
-    Ok((items, vectors, dim.unwrap_or(0)))
+/// A relative path of plain components only: no `..`, no root, no drive prefix, not empty.
+pub fn safe_relative(p: &str) -> Option<&Path> {
+    let path = Path::new(p);
+    let ok = !p.is_empty()
+        && !p.contains('\\')
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path.components().any(|c| matches!(c, Component::Normal(_)));
+    ok.then_some(path)
 }
 
-/// Checks one line; returns its embedding or every problem with it.
-pub fn check_item(line: &ItemLine, dim: Option<usize>) -> Result<Vec<f32>, Vec<String>> {
+/// Every problem with an item's fields (not its embedding), as phrases.
+pub fn check_fields(it: &Item) -> Vec<String> {
     let mut p = Vec::new();
-    let it = &line.item;
     if it.id.trim().is_empty() {
         p.push("empty id".into());
+    } else if it.id.len() > 200 || it.id.chars().any(|c| c.is_control() || c == '/') {
+        p.push("id must be at most 200 characters, without '/' or control characters".into());
     }
     if it.name.trim().is_empty() {
         p.push("empty name".into());
@@ -170,33 +149,36 @@ pub fn check_item(line: &ItemLine, dim: Option<usize>) -> Result<Vec<f32>, Vec<S
     if !(it.price.is_finite() && it.price >= 0.0) {
         p.push(format!("price {} is not a non-negative number", it.price));
     }
-    if it.image.contains("..") || it.image.starts_with('/') {
+    if !(it.currency.len() == 3 && it.currency.chars().all(|c| c.is_ascii_uppercase())) {
         p.push(format!(
-            "image path '{}' must stay inside the catalog folder",
+            "currency '{}' is not a three-letter code such as EUR",
+            it.currency
+        ));
+    }
+    if safe_relative(&it.image).is_none() {
+        p.push(format!(
+            "image path '{}' must be a relative path inside the bundle",
             it.image
         ));
     }
-    match &line.embedding {
-        None => p.push("no embedding (compute them with `vitrine catalog build`)".into()),
-        Some(v) => {
-            if let Some(d) = dim.filter(|d| *d != v.len()) {
-                p.push(format!(
-                    "embedding has {} values but the embedder produces {d}",
-                    v.len()
-                ));
-            }
-            if v.iter().any(|x| !x.is_finite()) {
-                p.push("embedding contains NaN or infinite values".into());
-            } else if v.iter().all(|x| *x == 0.0) {
-                p.push("embedding is all zeros".into());
-            }
-        }
+    p
+}
+
+/// Every problem with an embedding, as phrases; `dim` is the running embedder's size.
+pub fn check_vector(v: &[f32], dim: usize) -> Vec<String> {
+    let mut p = Vec::new();
+    if v.len() != dim {
+        p.push(format!(
+            "embedding has {} values but the embedder produces {dim}",
+            v.len()
+        ));
     }
-    if p.is_empty() {
-        Ok(line.embedding.clone().unwrap_or_default())
-    } else {
-        Err(p)
+    if v.iter().any(|x| !x.is_finite()) {
+        p.push("embedding contains NaN or infinite values".into());
+    } else if v.iter().all(|x| *x == 0.0) {
+        p.push("embedding is all zeros".into());
     }
+    p
 }
 
 /// Normalises to unit length; true when the vector was noticeably off.
@@ -209,54 +191,54 @@ pub fn normalise(v: &mut [f32]) -> bool {
     off
 }
 
+/// A list of problems cut to the first `keep`, with a line saying how many there were in all.
+pub fn cap_problems(mut problems: Vec<String>, keep: usize) -> Vec<String> {
+    let total = problems.len();
+    if total > keep {
+        problems.truncate(keep);
+        problems.push(format!("… {total} problems in all"));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn line(id: &str, emb: &str) -> String {
-        format!(
-            r#"{{"id":"{id}","name":"Shirt","group":"top","category":"Shirt","price":10,"image":"images/a.jpg","embedding":{emb}}}"#
+    fn item() -> Item {
+        serde_json::from_str(
+            r#"{"id":"a","name":"Shirt","group":"top","price":10,"image":"images/a.jpg"}"#,
         )
+        .expect("item")
     }
 
     #[test]
-    fn every_bad_row_is_reported_with_its_line_and_id() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("items.jsonl");
-        let text = [
-            line("a", "[1,0,0]"),
-            line("b", "[1,0]"),
-            line("a", "[0,1,0]"),
-            "{not json".into(),
-            line("c", "[0,0,0]"),
-        ]
-        .join("\n");
-        std::fs::write(&p, text).expect("write");
-        let Err(CatalogError::Invalid { problems, .. }) = read_items(&p, Some(3)) else {
-            panic!("must be invalid");
-        };
-        let all = problems.join("\n");
-        assert!(
-            all.contains("line 2, item 'b': embedding has 2 values but the embedder produces 3"),
-            "{all}"
-        );
-        assert!(all.contains("line 3, item 'a': duplicate id"), "{all}");
-        assert!(all.contains("line 4:"), "{all}");
-        assert!(
-            all.contains("line 5, item 'c': embedding is all zeros"),
-            "{all}"
-        );
+    fn field_checks_name_each_problem() {
+        assert!(check_fields(&item()).is_empty());
+        let mut it = item();
+        it.image = "../../etc/passwd".into();
+        it.currency = "euro".into();
+        it.price = f64::NAN;
+        let p = check_fields(&it).join("; ");
+        assert!(p.contains("image path '../../etc/passwd'"), "{p}");
+        assert!(p.contains("currency 'euro'"), "{p}");
+        assert!(p.contains("price NaN"), "{p}");
+        assert!(safe_relative("/etc/passwd").is_none());
+        assert!(safe_relative("a/../b").is_none());
+        assert!(safe_relative("./images/a.jpg").is_some());
     }
 
     #[test]
-    fn non_unit_vectors_are_normalised() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("items.jsonl");
-        std::fs::write(&p, line("a", "[3,4,0]")).expect("write");
-        let (items, vecs, dim) = read_items(&p, None).expect("valid");
-        assert_eq!((items.len(), dim), (1, 3));
-        assert!((vecs[0][0] - 0.6).abs() < 1e-6 && (vecs[0][1] - 0.8).abs() < 1e-6);
-        std::fs::write(&p, line("a", "[NaN,0,0]").replace("NaN", "1e999")).expect("write");
-        assert!(read_items(&p, None).is_err(), "infinite values are refused");
+    fn vector_checks_and_normalisation() {
+        assert!(check_vector(&[1.0, 0.0], 3)[0].contains("has 2 values"));
+        assert!(check_vector(&[f32::NAN, 0.0, 1.0], 3)[0].contains("NaN"));
+        assert!(check_vector(&[0.0; 3], 3)[0].contains("all zeros"));
+        let mut v = [3.0, 4.0, 0.0];
+        assert!(normalise(&mut v));
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert!(!normalise(&mut v));
+        let capped = cap_problems((0..30).map(|i| i.to_string()).collect(), 20);
+        assert_eq!(capped.len(), 21);
+        assert!(capped[20].contains("30 problems in all"));
     }
 }

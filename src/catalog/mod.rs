@@ -6,11 +6,19 @@
 //! group (top, bottom, footwear, …) has its own index, so a shopper's trousers are only ever
 //! matched against trousers-and-skirts, never against shoes.
 
+pub mod bench;
 pub mod build;
+pub mod bundle;
+pub mod cli;
+pub mod import;
 pub mod index;
 pub mod items;
+pub mod npy;
+pub mod persist;
+pub mod store;
+pub mod synth;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,8 +55,69 @@ pub enum CatalogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the catalog data folder {path} is in use by another vitrine process; stop it (systemctl stop vitrine) or use its staff API"
+    )]
+    Locked { path: PathBuf },
+    #[error("there is no catalog version '{0}' (list them with `vitrine catalog list`)")]
+    NoSuchVersion(String),
+    #[error("there is no item '{0}' in the active catalog")]
+    NoSuchItem(String),
+    #[error("there is no earlier catalog version to roll back to")]
+    NothingToRollBack,
     #[error("{0}")]
     Other(String),
+}
+
+impl CatalogError {
+    /// The first line of the message, without the list of problems.
+    pub fn summary(&self) -> String {
+        match self {
+            CatalogError::Invalid { path, problems } => format!(
+                "catalog {} is invalid ({} problem{})",
+                path.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            ),
+            e => e.to_string(),
+        }
+    }
+
+    /// The offending rows, for bundles refused by validation.
+    pub fn problems(&self) -> &[String] {
+        match self {
+            CatalogError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+
+    /// A copy to hand to another thread (I/O errors are not `Clone`; their text is kept).
+    pub fn clone_shallow(&self) -> CatalogError {
+        match self {
+            CatalogError::Invalid { path, problems } => CatalogError::Invalid {
+                path: path.clone(),
+                problems: problems.clone(),
+            },
+            CatalogError::EmbedderMismatch {
+                path,
+                catalog_dim,
+                catalog_sha,
+                dim,
+                sha,
+            } => CatalogError::EmbedderMismatch {
+                path: path.clone(),
+                catalog_dim: *catalog_dim,
+                catalog_sha: catalog_sha.clone(),
+                dim: *dim,
+                sha: sha.clone(),
+            },
+            CatalogError::Locked { path } => CatalogError::Locked { path: path.clone() },
+            CatalogError::NoSuchVersion(v) => CatalogError::NoSuchVersion(v.clone()),
+            CatalogError::NoSuchItem(v) => CatalogError::NoSuchItem(v.clone()),
+            CatalogError::NothingToRollBack => CatalogError::NothingToRollBack,
+            e => CatalogError::Other(e.to_string()),
+        }
+    }
 }
 
 /// One search hit.
@@ -62,12 +131,17 @@ pub struct Hit {
 
 /// An immutable, searchable catalog.
 pub struct Catalog {
+    /// The stored version's id (e.g. `v0007`), or the bundle's label when not stored.
     pub version: String,
+    /// What staff called it (the bundle manifest's `version`).
+    pub label: String,
+    /// The folder whose `images/` holds the product images.
     pub root: PathBuf,
     pub items: Vec<Item>,
     pub dim: usize,
     pub embedder_sha256: Option<String>,
     groups: BTreeMap<String, GroupIndex>,
+    by_id: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -78,6 +152,29 @@ impl std::fmt::Debug for Catalog {
             .field("dim", &self.dim)
             .finish()
     }
+}
+
+/// What a catalog is, apart from its items and indexes.
+#[derive(Debug, Clone)]
+pub struct CatalogMeta {
+    pub version: String,
+    pub label: String,
+    pub root: PathBuf,
+    pub dim: usize,
+    pub embedder_sha256: Option<String>,
+}
+
+/// One change to a catalog's items.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Adds the item, or replaces the item with the same id.
+    Put {
+        item: Item,
+        vector: Vec<f32>,
+    },
+    Remove {
+        id: String,
+    },
 }
 
 impl Catalog {
@@ -91,67 +188,174 @@ impl Catalog {
         embedder_sha256: Option<String>,
         params: &IndexParams,
     ) -> Self {
+        let meta = CatalogMeta {
+            label: version.clone(),
+            version,
+            root,
+            dim,
+            embedder_sha256,
+        };
+        Self::build(meta, items, vectors, params, &|_, _| {})
+    }
+
+    /// Builds one graph per group, group after group, each insert spread over the calling
+    /// thread's rayon pool. `progress` gets (vectors inserted, total).
+    pub fn build(
+        meta: CatalogMeta,
+        items: Vec<Item>,
+        vectors: Vec<Vec<f32>>,
+        params: &IndexParams,
+        progress: &dyn Fn(usize, usize),
+    ) -> Self {
         let mut by_group: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, it) in items.iter().enumerate() {
             by_group.entry(it.group.clone()).or_default().push(i);
         }
-        let groups = by_group
-            .into_iter()
-            .map(|(g, members)| {
-                let vecs: Vec<Vec<f32>> = members.iter().map(|&i| vectors[i].clone()).collect();
-                (g, GroupIndex::build(members, vecs, params))
-            })
+        let total = items.len();
+        let mut vectors: Vec<Option<Vec<f32>>> = vectors.into_iter().map(Some).collect();
+        let mut done = 0;
+        let mut groups = BTreeMap::new();
+        for (g, members) in by_group {
+            let vecs: Vec<Vec<f32>> = members
+                .iter()
+                .map(|&i| vectors[i].take().unwrap_or_default())
+                .collect();
+            let base = done;
+            let index = GroupIndex::build_with_progress(members, &vecs, params, &|n| {
+                progress(base + n, total)
+            });
+            done += vecs.len();
+            groups.insert(g, index);
+        }
+        Self::from_groups(meta, items, groups)
+    }
+
+    /// Puts a catalog together from already built (or reloaded) groups.
+    pub fn from_groups(
+        meta: CatalogMeta,
+        items: Vec<Item>,
+        groups: BTreeMap<String, GroupIndex>,
+    ) -> Self {
+        let by_id = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.id.clone(), i))
             .collect();
         Self {
-            version,
-            root,
+            version: meta.version,
+            label: meta.label,
+            root: meta.root,
             items,
-            dim,
-            embedder_sha256,
+            dim: meta.dim,
+            embedder_sha256: meta.embedder_sha256,
             groups,
+            by_id,
         }
     }
 
-    /// Loads a catalog folder (`manifest.json` optional, `items.jsonl` with inline embeddings).
-    /// `expect` is the running embedder's (dim, sha256); a mismatch is refused.
+    pub fn meta(&self) -> CatalogMeta {
+        CatalogMeta {
+            version: self.version.clone(),
+            label: self.label.clone(),
+            root: self.root.clone(),
+            dim: self.dim,
+            embedder_sha256: self.embedder_sha256.clone(),
+        }
+    }
+
+    /// Loads a catalog folder (`manifest.json` optional, `items.jsonl` with inline embeddings or
+    /// `embeddings.npy`). `expect` is the running embedder's (dim, sha256); a mismatch is refused.
     pub fn load(
         dir: &Path,
         expect: Option<(usize, &str)>,
         params: &IndexParams,
     ) -> Result<Self, CatalogError> {
-        let manifest = Manifest::load_optional(dir)?;
-        if let (Some(m), Some((dim, sha))) = (&manifest, expect)
-            && (m.embedder.dim != dim || !m.embedder.sha256.eq_ignore_ascii_case(sha))
-        {
-            return Err(CatalogError::EmbedderMismatch {
+        let b = bundle::read_bundle(dir, expect, &bundle::ReadOptions::default())?;
+        let Some(vectors) = b.vectors else {
+            return Err(CatalogError::Invalid {
                 path: dir.into(),
-                catalog_dim: m.embedder.dim,
-                catalog_sha: m.embedder.sha256.clone(),
-                dim,
-                sha: sha.into(),
+                problems: vec![
+                    "the bundle has no embeddings; import it (`vitrine catalog import`) so the appliance computes them".into(),
+                ],
             });
+        };
+        let meta = CatalogMeta {
+            version: b.manifest.version.clone(),
+            label: b.manifest.version.clone(),
+            root: dir.into(),
+            dim: b.dim,
+            embedder_sha256: b.manifest.embedder.map(|e| e.sha256),
+        };
+        Ok(Self::build(meta, b.items, vectors, params, &|_, _| {}))
+    }
+
+    /// A new catalog with `changes` applied: kept items keep their order, put items go to the
+    /// end. Unchanged graphs are shared; a group whose overlay or dead points grew too large is
+    /// rebuilt (`progress` gets (inserted, total) of those rebuilds).
+    pub fn apply(
+        &self,
+        meta: CatalogMeta,
+        changes: Vec<Change>,
+        params: &IndexParams,
+        progress: &dyn Fn(usize, usize),
+    ) -> Self {
+        let mut gone: HashSet<usize> = HashSet::new();
+        let mut puts: Vec<(Item, Vec<f32>)> = Vec::new();
+        for c in changes {
+            let id = match &c {
+                Change::Put { item, .. } => item.id.clone(),
+                Change::Remove { id } => id.clone(),
+            };
+            if let Some(&i) = self.by_id.get(&id) {
+                gone.insert(i);
+            }
+            puts.retain(|(it, _)| it.id != id);
+            if let Change::Put { item, vector } = c {
+                puts.push((item, vector));
+            }
         }
-        let dim = expect
-            .map(|e| e.0)
-            .or(manifest.as_ref().map(|m| m.embedder.dim));
-        let (items, vectors, dim) = items::read_items(&dir.join("items.jsonl"), dim)?;
-        let version = manifest
-            .as_ref()
-            .map(|m| m.version.clone())
-            .unwrap_or_else(|| "unversioned".into());
-        Ok(Self::from_items(
-            version,
-            dir.into(),
-            items,
-            vectors,
-            dim,
-            manifest.map(|m| m.embedder.sha256),
-            params,
-        ))
+        let mut map: Vec<Option<usize>> = vec![None; self.items.len()];
+        let mut items = Vec::with_capacity(self.items.len() + puts.len());
+        for (i, it) in self.items.iter().enumerate() {
+            if !gone.contains(&i) {
+                map[i] = Some(items.len());
+                items.push(it.clone());
+            }
+        }
+        let mut added: BTreeMap<String, Vec<(usize, Vec<f32>)>> = BTreeMap::new();
+        for (it, v) in puts {
+            added
+                .entry(it.group.clone())
+                .or_default()
+                .push((items.len(), v));
+            items.push(it);
+        }
+        let remap = |i: usize| map.get(i).copied().flatten();
+        let names: BTreeSet<String> = self.groups.keys().chain(added.keys()).cloned().collect();
+        let mut groups = BTreeMap::new();
+        for g in names {
+            let extra = added.remove(&g).unwrap_or_default();
+            let mut index = match self.groups.get(&g) {
+                Some(old) => old.remap(&remap, extra),
+                None => GroupIndex::default().remap(&remap, extra),
+            };
+            if index.wants_rebuild() {
+                let n = index.len();
+                index = index.rebuild(params, &|d| progress(d, n));
+            }
+            if !index.is_empty() {
+                groups.insert(g, index);
+            }
+        }
+        Self::from_groups(meta, items, groups)
     }
 
     pub fn groups(&self) -> impl Iterator<Item = (&str, usize)> {
         self.groups.iter().map(|(g, i)| (g.as_str(), i.len()))
+    }
+
+    pub fn group_indexes(&self) -> &BTreeMap<String, GroupIndex> {
+        &self.groups
     }
 
     pub fn has_group(&self, group: &str) -> bool {
@@ -177,6 +381,39 @@ impl Catalog {
     pub fn item(&self, i: usize) -> &Item {
         &self.items[i]
     }
+
+    /// Position of the item with this id.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The file of a product image named by a URL path relative to `images/`; `None` for
+    /// anything that could leave the folder (`..`, absolute paths, links) or does not exist.
+    pub fn image_file(&self, rel: &str) -> Option<PathBuf> {
+        let rel = items::safe_relative(rel)?;
+        let path = self.root.join("images").join(rel);
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        meta.file_type().is_file().then_some(path)
+    }
 }
 
 pub type SharedCatalog = Arc<arc_swap::ArcSwap<Catalog>>;
+
+/// Debug builds only: when `VITRINE_CATALOG_PAUSE_AT` names this stage, say so on stdout and
+/// stop here for good, so a test can SIGKILL the process at a known point of an import. Release
+/// builds compile this to nothing.
+pub fn failpoint(stage: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("VITRINE_CATALOG_PAUSE_AT").is_ok_and(|s| s == stage) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "vitrine catalog paused at {stage}");
+        let _ = out.flush();
+        drop(out);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = stage;
+}

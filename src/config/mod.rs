@@ -146,9 +146,111 @@ pub struct RawEmbedder {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCatalog {
+    /// The catalog bundle imported as the first version when the data folder has none.
     pub path: PathBuf,
     #[serde(default)]
     pub index: IndexParams,
+    /// Where catalog versions live (systemd: the state directory, /var/lib/vitrine).
+    #[serde(default = "data_dir")]
+    pub data_dir: PathBuf,
+    /// Versions kept on disk; older ones are pruned (never the active one or its rollback).
+    #[serde(default = "versions_kept")]
+    pub versions_kept: usize,
+    /// Largest bundle upload accepted by the staff API.
+    #[serde(default = "upload_limit_mb")]
+    pub upload_limit_mb: u64,
+    /// Threads that build a new index; 0: one per core.
+    #[serde(default)]
+    pub import_threads: usize,
+    /// CPU priority (nice, 0–19) of those threads, so the live pipeline keeps its frame rate.
+    #[serde(default = "import_nice")]
+    pub import_nice: i32,
+    /// File holding the staff API's bearer token (e.g. a systemd credential).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the staff API's bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+fn data_dir() -> PathBuf {
+    "data".into()
+}
+fn versions_kept() -> usize {
+    5
+}
+fn upload_limit_mb() -> u64 {
+    2048
+}
+fn import_nice() -> i32 {
+    10
+}
+
+/// The staff API's bearer token. Never printed: `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaffToken(String);
+
+impl StaffToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StaffToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaffToken(<{} characters>)", self.0.len())
+    }
+}
+
+/// Shortest staff token accepted: guessing 16 random characters over the network is hopeless.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl RawCatalog {
+    /// Reads the staff token from the file or variable the config names.
+    fn token(&self, base: &Path, problems: &mut Vec<String>) -> Option<StaffToken> {
+        let (value, from) = match (&self.token_file, &self.token_env) {
+            (Some(_), Some(_)) => {
+                problems
+                    .push("catalog.token_file and catalog.token_env are both set: keep one".into());
+                return None;
+            }
+            (None, None) => return None,
+            (Some(f), None) => {
+                let path = base.join(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => (t, format!("catalog.token_file {}", path.display())),
+                    Err(e) => {
+                        problems.push(format!(
+                            "catalog.token_file {} cannot be read ({e}); create it with a random token of at least {MIN_TOKEN_LEN} characters",
+                            path.display()
+                        ));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(t) => (t, format!("environment variable {var} (catalog.token_env)")),
+                Err(_) => {
+                    problems.push(format!(
+                        "catalog.token_env names {var}, which is not set; set it (systemd: EnvironmentFile=) or use catalog.token_file"
+                    ));
+                    return None;
+                }
+            },
+        };
+        let token = value.trim().to_string();
+        if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            problems.push(format!(
+                "the staff token in {from} must be at least {MIN_TOKEN_LEN} characters without spaces (e.g. `openssl rand -hex 24`)"
+            ));
+            return None;
+        }
+        Some(StaffToken(token))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,8 +325,17 @@ pub struct EmbedderSettings {
 
 #[derive(Debug, Clone)]
 pub struct CatalogSettings {
+    /// The seed bundle (imported when the data folder has no version yet).
     pub path: PathBuf,
     pub index: IndexParams,
+    pub data_dir: PathBuf,
+    pub versions_kept: usize,
+    /// Bytes.
+    pub upload_limit: u64,
+    pub import_threads: usize,
+    pub import_nice: i32,
+    /// `None`: the staff API refuses every request.
+    pub token: Option<StaffToken>,
 }
 
 #[derive(Debug, Clone)]
@@ -368,13 +479,41 @@ impl Settings {
             }
         };
         let catalog_path = base.join(&raw.catalog.path);
-        if !catalog_path.join("items.jsonl").is_file() {
+        let data_dir = base.join(&raw.catalog.data_dir);
+        // The seed is only needed until the data folder has an active version of its own.
+        if !catalog_path.join("items.jsonl").is_file() && !data_dir.join("ACTIVE").is_file() {
             problems.push(format!(
                 "catalog.path {} holds no items.jsonl (build one with `vitrine catalog build`)",
                 catalog_path.display()
             ));
         }
         problems.extend(raw.catalog.index.problems());
+        let c = &raw.catalog;
+        if !(1..=100).contains(&c.versions_kept) {
+            problems.push(format!(
+                "catalog.versions_kept = {} must be between 1 and 100",
+                c.versions_kept
+            ));
+        }
+        if !(1..=65536).contains(&c.upload_limit_mb) {
+            problems.push(format!(
+                "catalog.upload_limit_mb = {} must be between 1 and 65536",
+                c.upload_limit_mb
+            ));
+        }
+        if !(0..=19).contains(&c.import_nice) {
+            problems.push(format!(
+                "catalog.import_nice = {} must be between 0 and 19",
+                c.import_nice
+            ));
+        }
+        if c.import_threads > 256 {
+            problems.push(format!(
+                "catalog.import_threads = {} must be at most 256 (0: one per core)",
+                c.import_threads
+            ));
+        }
+        let token = c.token(base, &mut problems);
         if !(1..=50).contains(&raw.recommend.top_k) {
             problems.push(format!(
                 "recommend.top_k = {} must be between 1 and 50",
@@ -419,6 +558,12 @@ impl Settings {
                 catalog: CatalogSettings {
                     path: catalog_path,
                     index: raw.catalog.index,
+                    data_dir,
+                    versions_kept: raw.catalog.versions_kept,
+                    upload_limit: raw.catalog.upload_limit_mb << 20,
+                    import_threads: raw.catalog.import_threads,
+                    import_nice: raw.catalog.import_nice,
+                    token,
                 },
                 recommend: RecommendSettings {
                     top_k: raw.recommend.top_k,

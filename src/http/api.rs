@@ -38,11 +38,16 @@ pub fn safe_relative(p: &str) -> Option<&Path> {
 async fn catalog_image(
     State(state): State<AppState>,
     UrlPath(path): UrlPath<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let rel = safe_relative(&path)
-        .ok_or_else(|| ApiError::BadRequest(format!("invalid image path '{path}'")))?;
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    if safe_relative(&path).is_none() {
+        return Err(ApiError::BadRequest(format!("invalid image path '{path}'")));
+    }
     let catalog = state.catalog.load_full();
-    let file = catalog.root.join("images").join(rel);
+    // `image_file` refuses links and anything outside the active version's images/.
+    let file = catalog.image_file(&path).ok_or_else(|| {
+        ApiError::NotFound(format!("no image '{path}' in catalog {}", catalog.version))
+    })?;
     let mime = match file
         .extension()
         .and_then(|e| e.to_str())
@@ -53,17 +58,32 @@ async fn catalog_image(
         Some(e) if e == "webp" => "image/webp",
         _ => return Err(ApiError::NotFound(format!("no image '{path}'"))),
     };
+    // Files of a stored version never change, but the same URL may show a different file after
+    // an import, so browsers keep images briefly and then revalidate by ETag (file identity).
+    let meta = tokio::fs::metadata(&file)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("no image '{path}'")))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{:x}-{:x}\"", meta.len(), modified);
+    let cache = [
+        (header::CACHE_CONTROL, "public, max-age=60".to_string()),
+        (header::ETAG, etag.clone()),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok((axum::http::StatusCode::NOT_MODIFIED, cache).into_response());
+    }
     let bytes = tokio::fs::read(&file).await.map_err(|_| {
         ApiError::NotFound(format!("no image '{path}' in catalog {}", catalog.version))
     })?;
-    // Images of a catalog version never change; a new version serves new URLs' content.
-    Ok((
-        [
-            (header::CONTENT_TYPE, mime),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        bytes,
-    ))
+    Ok((cache, [(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod catalog_api;
 pub mod display;
 pub mod error;
 pub mod health;

@@ -1,0 +1,171 @@
+//! `vitrine catalog import | verify | list | activate | rollback`: the staff CLI over the same
+//! [`CatalogService`] the daemon uses, with a progress bar on a terminal.
+//!
+//! Writing needs the data folder's lock; while the daemon runs it holds that lock, and these
+//! commands say to use its staff API instead (`list` and `verify` only read and always work).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::bundle::{self, ReadOptions, UnpackLimits};
+use super::import::{CatalogService, ImportInput, Job, ServiceConfig};
+use super::store::{Store, VersionInfo, VersionSummary};
+use super::{Catalog, CatalogError};
+use crate::config::Settings;
+
+/// A bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+fn service(settings: &Settings) -> Result<CatalogService, CatalogError> {
+    let empty = Catalog::from_items(
+        "none".into(),
+        settings.catalog.path.clone(),
+        vec![],
+        vec![],
+        settings.embedder.spec.output.dim,
+        None,
+        &settings.catalog.index,
+    );
+    CatalogService::open(
+        ServiceConfig::from_settings(settings),
+        Arc::new(arc_swap::ArcSwap::from_pointee(empty)),
+        Box::new(|_| {}),
+    )
+}
+
+/// Shows a job's stage and progress until `done` is set.
+fn follow(job: Arc<Job>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let bar = progress_bar(0, "starting");
+        let mut stage = String::new();
+        while !done.load(Ordering::Relaxed) {
+            let s = job.status();
+            if s.stage != stage {
+                stage = s.stage.clone();
+                bar.set_message(stage.clone());
+                bar.set_position(0);
+            }
+            bar.set_length(s.total.max(s.done));
+            bar.set_position(s.done);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    })
+}
+
+/// Imports a bundle folder or archive as a new version (activated unless `activate` is false).
+pub fn import(
+    settings: &Settings,
+    path: &Path,
+    activate: bool,
+    label: Option<String>,
+) -> Result<VersionInfo, CatalogError> {
+    let service = service(settings)?;
+    service.store()?;
+    let input = if path.is_dir() {
+        ImportInput::Folder(path.into())
+    } else {
+        ImportInput::Archive {
+            path: path.into(),
+            owned: false,
+        }
+    };
+    let job = service.new_job("import");
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = follow(job.clone(), done.clone());
+    let source = format!("cli {}", path.display());
+    let result = service.run_import(&job, input, activate, label, Some(source), None);
+    done.store(true, Ordering::Relaxed);
+    let _ = bar.join();
+    result
+}
+
+/// Checks a bundle as an import would, without storing anything; returns a short report.
+pub fn verify(settings: &Settings, path: &Path) -> Result<String, CatalogError> {
+    let spec = &settings.embedder.spec;
+    let scratch;
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        scratch = std::env::temp_dir().join(format!("vitrine-verify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|source| CatalogError::Write {
+            path: scratch.clone(),
+            source,
+        })?;
+        let limits = UnpackLimits {
+            max_bytes: settings.catalog.upload_limit.saturating_mul(4),
+            max_entries: 4_000_000,
+        };
+        let r = bundle::unpack(path, &scratch, limits);
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        r?
+    };
+    let images_only = super::Manifest::load_optional(&dir)
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.embeddings == "none");
+    let b = bundle::read_bundle(
+        &dir,
+        Some((spec.output.dim, &spec.sha256)),
+        &ReadOptions {
+            decode_images: images_only,
+            require_manifest: dir != path,
+        },
+    );
+    if dir != path {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let b = b?;
+    let mut groups = std::collections::BTreeMap::<&str, usize>::new();
+    for it in &b.items {
+        *groups.entry(it.group.as_str()).or_default() += 1;
+    }
+    let mut report = format!(
+        "{}: OK — '{}', {} items ({}), embeddings: {}",
+        path.display(),
+        b.manifest.version,
+        b.items.len(),
+        groups
+            .iter()
+            .map(|(g, n)| format!("{g} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if b.vectors.is_some() {
+            b.manifest.embeddings.clone()
+        } else {
+            "none (computed at import)".into()
+        }
+    );
+    for w in &b.warnings {
+        report.push_str(&format!("\nwarning: {w}"));
+    }
+    Ok(report)
+}
+
+pub fn list(settings: &Settings) -> Result<Vec<VersionSummary>, CatalogError> {
+    Store::open(&settings.catalog.data_dir, false)?.list()
+}
+
+pub fn activate(settings: &Settings, id: &str) -> Result<VersionInfo, CatalogError> {
+    service(settings)?.activate(id)
+}
+
+pub fn rollback(settings: &Settings) -> Result<VersionInfo, CatalogError> {
+    service(settings)?.rollback()
+}

@@ -1,0 +1,410 @@
+//! The staff catalog flow over HTTP against the real daemon (replay camera, shipped models,
+//! staff API on its own port): upload → job → activate → recommendations use the new items →
+//! item edits → rollback; then every kind of bad request gets a clear 4xx and changes nothing.
+
+mod catalog_support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use catalog_support::*;
+use reqwest::Method;
+use vitrine::catalog::synth::Embeddings;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn versions(d: &Daemon) -> (String, usize) {
+    let (s, v) = staff_get(d, "/api/catalog/versions").await;
+    assert_eq!(s, 200, "{v}");
+    (
+        v["active"].as_str().unwrap_or_default().to_string(),
+        v["versions"].as_array().map_or(0, Vec::len),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_upload_activate_edit_rollback_and_refusals() {
+    let work = tempfile::tempdir().expect("tmp");
+    let seed = work.path().join("seed");
+    bundle(&seed, "seed", 30, Embeddings::Inline, 1);
+    let cfg = config(work.path(), &seed, &work.path().join("data"), true, 4);
+    let mut d = Daemon::start(&cfg, &[]);
+    d.wait_line("vitrine ready", WAIT);
+    assert_ne!(d.staff, d.addr, "the staff API listens on its own address");
+
+    // First start: the seed folder became version v0001.
+    let (s, summary) = staff_get(&d, "/api/catalog").await;
+    assert_eq!(
+        (s, summary["version"].as_str(), summary["items"].as_u64()),
+        (200, Some("v0001"), Some(30)),
+        "{summary}"
+    );
+    wait_recommendations(&d, "v0001", "seed-", WAIT).await;
+
+    // The token guards every staff route, and the staff API is not on the display's address.
+    let c = client();
+    let r = c
+        .get(d.staff_url("/api/catalog/versions"))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = c
+        .get(d.staff_url("/api/catalog"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = c
+        .get(d.url("/api/catalog"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "no staff routes on the display address"
+    );
+
+    // Upload without activating; the job reports its stages and finishes.
+    let b = work.path().join("new");
+    bundle(&b, "new", 40, Embeddings::Npy, 2);
+    let body = tar_gz(&b, &work.path().join("new.tar.gz"));
+    let (s, j) = staff_send(
+        &d,
+        Method::POST,
+        "/api/catalog/bundles?activate=false&label=spring",
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 202, "{j}");
+    let job = j["job"]["id"].as_str().expect("job id").to_string();
+    assert_eq!(j["job"]["kind"], "import");
+    let done = wait_job(&d, &job, WAIT).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["version"], "v0002");
+    assert_eq!(done["activated"], false);
+    assert!(
+        done["finished"].is_string() && done["started"].is_string(),
+        "{done}"
+    );
+    let (active, n) = versions(&d).await;
+    assert_eq!((active.as_str(), n), ("v0001", 2));
+    // Still serving the old catalog, and ready, while and after importing.
+    let r = c.get(d.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    wait_recommendations(&d, "v0001", "seed-", WAIT).await;
+
+    // Activate: the pipeline picks the new snapshot up on its next frame.
+    let (s, a) = staff_send(
+        &d,
+        Method::POST,
+        "/api/catalog/versions/v0002/activate",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, a["active"].as_str(), a["label"].as_str()),
+        (200, Some("v0002"), Some("spring")),
+        "{a}"
+    );
+    wait_recommendations(&d, "v0002", "new-", WAIT).await;
+
+    // Single-item edits make new active versions.
+    let img = std::fs::read(b.join("images/new-0.jpg")).expect("img");
+    let emb = vitrine::catalog::synth::clustered_vectors(1, fingerprint().dim, 1, 77).remove(0);
+    let put = serde_json::json!({
+        "name": "Added coat", "group": "top", "category": "Coat", "price": 99.5, "currency": "EUR",
+        "embedding": emb, "image_base64": base64::engine::general_purpose::STANDARD.encode(&img),
+    });
+    let (s, e) = staff_send(
+        &d,
+        Method::PUT,
+        "/api/catalog/items/new-extra",
+        Some(put.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!((s, e["active"].as_str()), (200, Some("v0003")), "{e}");
+    let (s, it) = staff_get(&d, "/api/catalog/items/new-extra").await;
+    assert_eq!((s, it["name"].as_str()), (200, Some("Added coat")), "{it}");
+    let image = it["image"]
+        .as_str()
+        .expect("image")
+        .trim_start_matches("images/")
+        .to_string();
+    let (s, e) = staff_send(&d, Method::DELETE, "/api/catalog/items/new-0", None).await;
+    assert_eq!(
+        (s, e["active"].as_str(), e["items"].as_u64()),
+        (200, Some("v0004"), Some(40)),
+        "{e}"
+    );
+    let (s, _) = staff_get(&d, "/api/catalog/items/new-0").await;
+    assert_eq!(s, 404);
+    let (_, ids) = {
+        wait_recommendations(&d, "v0004", "new-", WAIT).await;
+        shown(&d).await
+    };
+    assert!(
+        !ids.contains(&"new-0".to_string()),
+        "a removed item is never shown"
+    );
+
+    // Product images: cache headers, revalidation, no way out of the images folder.
+    let r = c
+        .get(d.url(&format!("/catalog/images/{image}")))
+        .send()
+        .await
+        .expect("img");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .expect("cc")
+            .contains("max-age")
+    );
+    let etag = r.headers()["etag"].clone();
+    let r = c
+        .get(d.url(&format!("/catalog/images/{image}")))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .expect("img");
+    assert_eq!(r.status().as_u16(), 304);
+    for bad in [
+        "..%2F..%2Fversion.json",
+        "..%2F..%2F..%2FACTIVE",
+        "%2Fetc%2Fpasswd",
+    ] {
+        let r = c
+            .get(d.url(&format!("/catalog/images/{bad}")))
+            .send()
+            .await
+            .expect("img");
+        assert!(
+            matches!(r.status().as_u16(), 400 | 404),
+            "{bad}: {}",
+            r.status()
+        );
+    }
+
+    // An images-only bundle: the import's own embedder session (on the import thread, never in
+    // a handler) computes the vectors. Stored without activating, so history is unchanged.
+    let imgs = work.path().join("imgs");
+    bundle(&imgs, "img", 6, Embeddings::None, 9);
+    let body = tar_gz(&imgs, &work.path().join("imgs.tar.gz"));
+    let (s, j) = staff_send(
+        &d,
+        Method::POST,
+        "/api/catalog/bundles?activate=false",
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 202, "{j}");
+    let done = wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    assert_eq!(
+        (done["state"].as_str(), done["version"].as_str()),
+        (Some("succeeded"), Some("v0005")),
+        "{done}"
+    );
+
+    // Roll back step by step to the seed catalog.
+    for expect in ["v0003", "v0002", "v0001"] {
+        let (s, r) = staff_send(&d, Method::POST, "/api/catalog/rollback", None).await;
+        assert_eq!((s, r["active"].as_str()), (200, Some(expect)), "{r}");
+    }
+    wait_recommendations(&d, "v0001", "seed-", WAIT).await;
+    let (s, r) = staff_send(&d, Method::POST, "/api/catalog/rollback", None).await;
+    assert_eq!(s, 409, "nothing left to roll back to: {r}");
+
+    // Every bad upload: a clear 4xx, and nothing changes.
+    let before = versions(&d).await;
+    let dim = fingerprint().dim;
+    let mut bad: Vec<(&str, Vec<u8>, u16, &str)> = Vec::new();
+    let variant = |name: &str, f: &dyn Fn(&std::path::Path)| -> Vec<u8> {
+        let dir = work.path().join(name);
+        bundle(&dir, name, 12, Embeddings::Inline, 5);
+        f(&dir);
+        tar_gz(&dir, &work.path().join(format!("{name}.tar.gz")))
+    };
+    let edit_lines = |dir: &std::path::Path, f: &dyn Fn(usize, String) -> String| {
+        let p = dir.join("items.jsonl");
+        let text = std::fs::read_to_string(&p).expect("read");
+        let out: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| f(i, l.to_string()))
+            .collect();
+        std::fs::write(&p, out.join("\n")).expect("write");
+    };
+    bad.push((
+        "wrong size",
+        variant("wsize", &|d| {
+            edit_lines(d, &|i, l| {
+                if i == 3 {
+                    let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
+                    v["embedding"] = serde_json::json!(vec![0.1f32; dim / 2]);
+                    v.to_string()
+                } else {
+                    l
+                }
+            })
+        }),
+        422,
+        "embedding has",
+    ));
+    bad.push((
+        "NaN",
+        variant("nan", &|d| {
+            edit_lines(d, &|i, l| {
+                if i == 2 {
+                    l.replacen("\"embedding\":[", "\"embedding\":[NaN,", 1)
+                } else {
+                    l
+                }
+            })
+        }),
+        422,
+        "NaN",
+    ));
+    bad.push((
+        "duplicate ids",
+        variant("dup", &|d| {
+            edit_lines(d, &|i, l| {
+                if i == 5 {
+                    l.replace("dup-5", "dup-4")
+                } else {
+                    l
+                }
+            })
+        }),
+        422,
+        "duplicate id",
+    ));
+    bad.push((
+        "missing field",
+        variant("miss", &|d| {
+            edit_lines(d, &|i, l| {
+                if i == 1 {
+                    let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
+                    v.as_object_mut().expect("o").remove("price");
+                    v.to_string()
+                } else {
+                    l
+                }
+            })
+        }),
+        422,
+        "missing field `price`",
+    ));
+    bad.push((
+        "wrong embedder",
+        variant("fp", &|d| {
+            let p = d.join("manifest.json");
+            let t = std::fs::read_to_string(&p)
+                .expect("m")
+                .replace(&fingerprint().sha256, &"0".repeat(64));
+            std::fs::write(&p, t).expect("w");
+        }),
+        422,
+        "different embedder",
+    ));
+    let good = variant("trunc", &|_| {});
+    bad.push((
+        "truncated archive",
+        good[..good.len() * 2 / 3].to_vec(),
+        422,
+        "truncated or corrupt",
+    ));
+    bad.push((
+        "not an archive",
+        b"hello, this is not a tarball at all".repeat(40),
+        422,
+        "truncated or corrupt",
+    ));
+    bad.push((
+        "path traversal",
+        raw_tar(&[("../../escape.txt", b"x")], false),
+        422,
+        "outside the bundle",
+    ));
+    bad.push((
+        "absolute path",
+        raw_tar(&[("/tmp/vitrine-escape.txt", b"x")], false),
+        422,
+        "outside the bundle",
+    ));
+    bad.push((
+        "symlink",
+        raw_tar(&[("manifest.json", b"")], true),
+        422,
+        "symbolic link",
+    ));
+    bad.push(("oversize", vec![0u8; 5 << 20], 413, "larger than the limit"));
+    for (what, body, status, needle) in bad {
+        let (s, r) = staff_send(&d, Method::POST, "/api/catalog/bundles", Some(body)).await;
+        assert_eq!(s, status, "{what}: {r}");
+        let text = r.to_string();
+        assert!(
+            text.contains(needle),
+            "{what}: the error should say '{needle}': {text}"
+        );
+        assert_eq!(versions(&d).await, before, "{what} changed the catalog");
+    }
+    assert!(!std::path::Path::new("/tmp/vitrine-escape.txt").exists());
+    // Bad item edits too.
+    let (s, r) = staff_send(
+        &d,
+        Method::PUT,
+        "/api/catalog/items/x1",
+        Some(br#"{"name":"No image","group":"top","price":1}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(s, 422, "{r}");
+    assert!(r.to_string().contains("needs an image"), "{r}");
+    let (s, _) = staff_send(
+        &d,
+        Method::DELETE,
+        "/api/catalog/items/does-not-exist",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = staff_send(
+        &d,
+        Method::POST,
+        "/api/catalog/versions/v0999/activate",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(versions(&d).await, before);
+    wait_recommendations(&d, "v0001", "seed-", WAIT).await;
+    d.stop();
+}
+
+/// A tar whose entry names are written raw (the tar crate refuses to build hostile ones).
+fn raw_tar(entries: &[(&str, &[u8])], symlink: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(if symlink {
+            tar::EntryType::Symlink
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_size(if symlink { 0 } else { data.len() as u64 });
+        h.set_mode(0o644);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        if symlink {
+            h.set_link_name("/etc/passwd").expect("link");
+        }
+        h.set_cksum();
+        b.append(&h, if symlink { &b""[..] } else { *data })
+            .expect("append");
+    }
+    b.into_inner().expect("tar")
+}

@@ -1,0 +1,125 @@
+//! `vitrine catalog verify | import | list | activate | rollback` as staff run them, with the
+//! shipped embedder: good and bad bundles, an images-only bundle embedded during the import, and
+//! the refusal to write while a running daemon holds the data folder.
+
+mod catalog_support;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use catalog_support::*;
+use vitrine::catalog::synth::Embeddings;
+
+fn vitrine(cfg: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitrine"));
+    cmd.args(["catalog"])
+        .args(&args[..1])
+        .arg("--config")
+        .arg(cfg)
+        .args(&args[1..]);
+    cmd.env(TOKEN_ENV, TOKEN).output().expect("run vitrine")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn staff_cli_verify_import_list_activate_rollback() {
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let seed = w.join("seed");
+    bundle(&seed, "seed", 10, Embeddings::Inline, 1);
+    let cfg = config(w, &seed, &w.join("data"), false, 16);
+
+    let a = w.join("a");
+    bundle(&a, "a", 25, Embeddings::Npy, 2);
+    let o = vitrine(&cfg, &["verify", a.to_str().expect("utf8")]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("OK — 'a', 25 items"), "{}", text(&o));
+
+    // A bad bundle: non-zero exit, the offending rows named.
+    let bad = w.join("bad");
+    bundle(&bad, "bad", 5, Embeddings::Inline, 3);
+    let p = bad.join("items.jsonl");
+    let t = std::fs::read_to_string(&p)
+        .expect("read")
+        .replace("bad-3", "bad-2");
+    std::fs::write(&p, t).expect("write");
+    let o = vitrine(&cfg, &["verify", bad.to_str().expect("utf8")]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("line 4, item 'bad-2': duplicate id"),
+        "{}",
+        text(&o)
+    );
+    let o = vitrine(&cfg, &["import", bad.to_str().expect("utf8")]);
+    assert!(!o.status.success(), "{}", text(&o));
+
+    // Import as an archive, then an images-only folder embedded by the shipped model.
+    let tgz = w.join("a.tar.gz");
+    tar_gz(&a, &tgz);
+    let o = vitrine(
+        &cfg,
+        &["import", tgz.to_str().expect("utf8"), "--label", "first"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("stored version v0001 ('first', 25 items), now active"),
+        "{}",
+        text(&o)
+    );
+    let imgs = w.join("imgs");
+    bundle(&imgs, "img", 6, Embeddings::None, 4);
+    let o = vitrine(
+        &cfg,
+        &["import", imgs.to_str().expect("utf8"), "--no-activate"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("stored version v0002"), "{}", text(&o));
+    let o = vitrine(&cfg, &["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let active: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|v| v["active"] == true)
+        .map(|v| v["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(active, ["v0001"]);
+
+    let o = vitrine(&cfg, &["activate", "v0002"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = vitrine(&cfg, &["rollback"]);
+    assert!(
+        text(&o).contains("rolled back to version v0001"),
+        "{}",
+        text(&o)
+    );
+    let o = vitrine(&cfg, &["activate", "v0042"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no catalog version 'v0042'"),
+        "{}",
+        text(&o)
+    );
+
+    // While the daemon runs it holds the data folder: the CLI says so instead of writing.
+    let mut d = Daemon::start(&cfg, &[]);
+    d.wait_line("vitrine ready", Duration::from_secs(90));
+    let o = vitrine(&cfg, &["import", a.to_str().expect("utf8")]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("in use by another vitrine process"),
+        "{}",
+        text(&o)
+    );
+    let o = vitrine(&cfg, &["list"]);
+    assert!(o.status.success(), "listing only reads: {}", text(&o));
+    assert!(text(&o).contains("* v0001"), "{}", text(&o));
+    d.stop();
+}
