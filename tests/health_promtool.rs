@@ -46,7 +46,7 @@ fn metrics_of_a_running_daemon_pass_promtool() {
         "vitrine_execution_provider{",
         "vitrine_camera_state{state=\"streaming\"} 1",
         "vitrine_camera_reconnects_total",
-        "vitrine_catalog_info{version=\"v",
+        "vitrine_catalog_info{version=\"",
         "vitrine_catalog_items 300",
         "vitrine_http_requests_total{route=\"/api/recommendations\",status=\"200\"}",
         "vitrine_display_clients",

@@ -89,6 +89,17 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
     }
     assert_eq!(cfg["catalog"]["index"], demo["catalog"]["index"]);
     for key in [
+        "versions_kept",
+        "upload_limit_mb",
+        "import_threads",
+        "import_nice",
+    ] {
+        assert_eq!(cfg["catalog"][key], demo["catalog"][key], "catalog.{key}");
+    }
+    for key in ["intra_threads", "spinning", "require_gpu"] {
+        assert_eq!(cfg["runtime"][key], demo["runtime"][key], "runtime.{key}");
+    }
+    for key in [
         "score_threshold",
         "iou_threshold",
         "max_detections",
@@ -128,6 +139,30 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
         let path = cfg[key.0][key.1].as_str().expect("path");
         assert!(p.join(path.trim_start_matches('/')).exists(), "{path}");
     }
+
+    // The installed config passes the check the unit runs before every start (ExecStartPre),
+    // with the staged tree standing in for / and the token from the environment file.
+    let staged = text
+        .replace("/opt/vitrine", &opt.display().to_string())
+        .replace(
+            "/var/lib/vitrine",
+            &p.join("var/lib/vitrine").display().to_string(),
+        );
+    std::fs::create_dir_all(p.join("var/lib/vitrine/catalog")).expect("state dir");
+    let staged_cfg = p.join("staged.toml");
+    std::fs::write(&staged_cfg, staged).expect("write");
+    let out = Command::new(opt.join("bin/vitrine"))
+        .args(["validate", "--config"])
+        .arg(&staged_cfg)
+        .env("VITRINE_STAFF_TOKEN", &t)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .expect("run the installed vitrine");
+    assert!(
+        out.status.success(),
+        "the installed config does not validate:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let unit = std::fs::read_to_string(p.join("etc/systemd/system/vitrine.service"))
         .expect("unit installed");
