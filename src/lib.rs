@@ -16,6 +16,7 @@
 //! - [`pipeline`]: the inference thread that runs the stages above for each frame.
 //! - [`http`]: display, technician and staff routes (the staff catalog API may listen apart).
 //! - [`telemetry`]: every metric, declared once.
+//! - [`systemd`]: `sd_notify` (ready, watchdog fed by processed frames, stopping).
 //! - [`eval`]: off the frame's path — tools for model trainers: detector AP/mAP, label-map
 //!   checks, dataset lint, retrieval recall.
 //!
@@ -30,6 +31,7 @@ pub mod eval;
 pub mod http;
 pub mod pipeline;
 pub mod recommend;
+pub mod systemd;
 pub mod telemetry;
 pub mod vision;
 
@@ -139,6 +141,13 @@ pub async fn run(
         last_frame_at: None,
     }));
     let providers = Arc::new(RwLock::new(Vec::new()));
+    // Flipped at shutdown: ends the display feed, and with it every page's event stream.
+    let (closing, closing_rx) = watch::channel(false);
+    let display = http::display::DisplayState::new(
+        http::display::spawn_feed(recommendations.clone(), closing_rx),
+        settings.server.debug_view,
+    );
+    let debug_frame = display.debug_frame.clone();
     let state = AppState {
         recommendations,
         metrics: metrics.clone(),
@@ -148,6 +157,8 @@ pub async fn run(
         providers: providers.clone(),
         frame_stale: settings.frame_stale,
         started: Instant::now(),
+        display,
+        info: Arc::new(http::status::StatusInfo::from_settings(&settings)),
     };
     // The catalog's one writer: versions in the data folder, imports, the staff API behind it.
     let on_swap = {
@@ -206,9 +217,13 @@ pub async fn run(
     };
     let http_stop = stopped(http_stop_rx);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(http_stop)
-            .await
+        // Peer addresses let the debug view serve camera frames to local browsers only.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_stop)
+        .await
     });
     (hooks.on_listen)(addr);
 
@@ -238,10 +253,17 @@ pub async fn run(
                     }
                     Ok(engine) => {
                         let _ = engine_tx.send(Ok(engine.providers()));
-                        let beat: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-                            readiness.beat();
-                            on_frame();
-                        });
+                        let debug_view = engine_settings.server.debug_view;
+                        let beat: Arc<dyn Fn(&capture::Frame) + Send + Sync> =
+                            Arc::new(move |frame| {
+                                readiness.beat();
+                                if debug_view {
+                                    // An Arc clone: the frame stays in memory, never on disk.
+                                    *debug_frame.lock().unwrap_or_else(|p| p.into_inner()) =
+                                        Some(frame.image.clone());
+                                }
+                                on_frame();
+                            });
                         pipeline::run_loop(engine, slot, publish, metrics, beat, stop);
                     }
                 },
@@ -301,6 +323,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down");
     readiness.shutting_down.store(true, Ordering::Relaxed);
+    closing.send_replace(true);
     stop.store(true, Ordering::Relaxed);
     let joined = tokio::task::spawn_blocking(move || {
         let _ = capture.join();

@@ -44,10 +44,12 @@ enum Command {
         images: Vec<PathBuf>,
     },
     /// Run the pipeline over the replay frames as fast as possible and report timings
-    /// (`vitrine bench catalog` measures the catalog instead).
+    /// (`vitrine bench http` load-tests a running daemon's HTTP side, `vitrine bench catalog`
+    /// measures the catalog).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        what: Option<BenchWhat>,
+        target: Option<BenchTarget>,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 300)]
@@ -92,7 +94,34 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum BenchWhat {
+enum BenchTarget {
+    /// Load-test a running daemon on this machine: pipeline frame rate alone and with display
+    /// clients connected, then GET /api/recommendations at a fixed request rate.
+    Http {
+        /// The daemon's address (loopback only).
+        #[arg(long, default_value = "http://127.0.0.1:8080/")]
+        url: String,
+        /// Requests per second on /api/recommendations.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Length of the request phase, e.g. 20s.
+        #[arg(long, default_value = "20s")]
+        duration: humantime::Duration,
+        /// Keep-alive connections the requests are spread over.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Display event streams held open while the frame rate is measured.
+        #[arg(long, default_value_t = 50)]
+        display_clients: usize,
+        /// Length of each frame-rate measurement.
+        #[arg(long, default_value = "10s")]
+        window: humantime::Duration,
+        /// Alternations of "pipeline alone" and "with display clients" (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Catalog targets: import + index time, restart time, recall@10 against exact search,
     /// search latency, and with --pipeline the frame rate during an import.
     Catalog {
@@ -252,7 +281,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
                 ..Default::default()
             };
-            rt.block_on(vitrine::run(settings, shutdown_signal(), hooks))?;
+            // Under systemd (Type=notify): READY=1, watchdog pings from the pipeline, STOPPING=1.
+            let (hooks, stopping) =
+                vitrine::systemd::with_notify(hooks, vitrine::systemd::Notifier::from_env());
+            let shutdown = async move {
+                shutdown_signal().await;
+                stopping();
+            };
+            rt.block_on(vitrine::run(settings, shutdown, hooks))?;
             Ok(())
         }
         Command::Validate { config } => {
@@ -267,10 +303,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            what: Some(what), ..
+            target:
+                Some(BenchTarget::Http {
+                    url,
+                    rate,
+                    duration,
+                    connections,
+                    display_clients,
+                    window,
+                    rounds,
+                    json,
+                }),
+            ..
+        } => {
+            let opts = vitrine::http::bench::HttpBenchOptions {
+                addr: vitrine::http::bench::parse_url(&url)?,
+                rate,
+                duration: duration.into(),
+                connections,
+                display_clients,
+                window: window.into(),
+                rounds,
+            };
+            let problems = opts.problems();
+            anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+            // One thread: the load generator shares the machine with the daemon it measures.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let report = rt.block_on(vitrine::http::bench::run(&opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            target: Some(what @ BenchTarget::Catalog { .. }),
+            ..
         } => bench_catalog(what),
         Command::Bench {
-            what: None,
+            target: None,
             config,
             frames,
             warmup,
@@ -378,8 +453,8 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_catalog(what: BenchWhat) -> anyhow::Result<()> {
-    let BenchWhat::Catalog {
+fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
+    let BenchTarget::Catalog {
         config,
         items,
         dim,
@@ -396,7 +471,10 @@ fn bench_catalog(what: BenchWhat) -> anyhow::Result<()> {
         flat_out,
         work,
         json,
-    } = what;
+    } = what
+    else {
+        anyhow::bail!("only the catalog benchmark is handled here");
+    };
     use vitrine::catalog::synth::Embeddings;
     let settings = match (config, pipeline) {
         (Some(c), _) => Some(load(Some(c))?),

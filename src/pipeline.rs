@@ -270,7 +270,7 @@ pub fn run_loop(
     slot: Arc<LatestSlot>,
     publish: watch::Sender<Arc<Recommendations>>,
     metrics: Arc<Metrics>,
-    heartbeat: Arc<dyn Fn() + Send + Sync>,
+    heartbeat: Arc<dyn Fn(&Frame) + Send + Sync>,
     stop: Arc<AtomicBool>,
 ) {
     loop {
@@ -294,7 +294,7 @@ pub fn run_loop(
                 let mut timing = timing;
                 timing.publish += t.elapsed();
                 record(&metrics, &timing, &frame);
-                heartbeat();
+                heartbeat(&frame);
             }
             Err(e) => {
                 metrics.pipeline_errors.inc();

@@ -1,14 +1,26 @@
 //! Telemetry declared in one place: every metric's name, its help text and its labels live here,
 //! and the rest of the daemon only bumps typed fields.
 //!
-//! Labels are bounded (stage, route, status, provider) and never carry a track id or anything a
-//! shopper could be traced by. Counters and histograms are plain atomics: the pipeline thread
-//! records without locks, and `/metrics` renders the Prometheus text format on request.
+//! Labels are bounded (stage, route, status, provider, camera state) and never carry a track id or
+//! anything a shopper could be traced by. Counters and histograms are plain atomics: the pipeline
+//! thread records without locks, and `/metrics` renders the Prometheus text format on request.
+//!
+//! Logging is set up here too: besides the usual formatted output, the newest warnings and errors
+//! are kept in a small ring ([`recent_problems`]) so a technician sees them in `/api/status`
+//! without shell access to the journal.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::capture::CameraState;
 
 /// Upper bounds (seconds) of the latency histograms: 1 ms to 2.5 s covers every stage.
 const BUCKETS: [f64; 12] = [
@@ -39,6 +51,14 @@ impl Gauge {
     }
     pub fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    /// Adds `d` atomically (a compare-and-swap loop: gauges are f64 bits).
+    pub fn add(&self, d: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + d).to_bits())
+            });
     }
 }
 
@@ -135,7 +155,10 @@ pub struct Metrics {
     pub frame_to_publish_seconds: Histogram,
     pub shoppers_in_view: Gauge,
     pub catalog_items: Gauge,
+    /// Display pages connected to the live event stream (up on connect, down on disconnect).
     pub display_clients: Gauge,
+    /// Events written to display pages, all clients together.
+    pub display_events: Counter,
     /// Camera state as a number: 1 streaming, 0 otherwise.
     pub camera_streaming: Gauge,
     /// (route, status) → count. Routes are the router's matched paths, a small fixed set.
@@ -250,6 +273,12 @@ impl Metrics {
             "Display pages connected for live updates.",
             self.display_clients.get(),
         );
+        counter(
+            &mut o,
+            "vitrine_display_events_total",
+            "Live updates written to display pages, all clients together.",
+            self.display_events.get(),
+        );
         gauge(
             &mut o,
             "vitrine_camera_streaming",
@@ -307,6 +336,112 @@ impl Metrics {
     }
 }
 
+/// What `/metrics` shows besides the counters: values read from shared state at scrape time.
+pub struct LiveState<'a> {
+    pub camera: CameraState,
+    pub ready: bool,
+    pub started_at: SystemTime,
+    pub version: &'a str,
+}
+
+impl Metrics {
+    /// [`Metrics::render`] plus the scrape-time values of `live`.
+    pub fn render_with(&self, live: &LiveState) -> String {
+        let mut o = self.render();
+        let _ = writeln!(
+            o,
+            "# HELP vitrine_camera_state Camera (or replay source) state: 1 for the current state.\n# TYPE vitrine_camera_state gauge"
+        );
+        for st in [
+            CameraState::Opening,
+            CameraState::Streaming,
+            CameraState::Reconnecting,
+            CameraState::Stopped,
+        ] {
+            let _ = writeln!(
+                o,
+                "vitrine_camera_state{{state=\"{}\"}} {}",
+                camera_state_name(st),
+                u8::from(st == live.camera)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP vitrine_ready 1 when /readyz reports ready.\n# TYPE vitrine_ready gauge\nvitrine_ready {}",
+            u8::from(live.ready)
+        );
+        let started = live
+            .started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            o,
+            "# HELP vitrine_start_time_seconds Start time of the daemon since the Unix epoch.\n# TYPE vitrine_start_time_seconds gauge\nvitrine_start_time_seconds {started:.3}"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP vitrine_build_info Version of the running binary (value always 1).\n# TYPE vitrine_build_info gauge\nvitrine_build_info{{version=\"{}\"}} 1",
+            escape(live.version)
+        );
+        render_process(&mut o);
+        o
+    }
+}
+
+/// The standard `process_*` metrics (Prometheus's process collector) from `/proc/self`: CPU time,
+/// resident memory and open files, so a technician sees what the daemon costs the box (and the
+/// HTTP benchmark what display clients cost the daemon). Left out where `/proc` is missing.
+fn render_process(o: &mut String) {
+    // utime and stime, fields 14 and 15 of /proc/self/stat, counted after the ")" that ends the
+    // command name (which may itself hold spaces); in USER_HZ ticks, 100 a second on Linux.
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        });
+    if let Some(cpu) = cpu {
+        let _ = writeln!(
+            o,
+            "# HELP process_cpu_seconds_total User and system CPU time of the daemon.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.2}"
+        );
+    }
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kb) = rss {
+        let _ = writeln!(
+            o,
+            "# HELP process_resident_memory_bytes Resident memory of the daemon.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+            kb * 1024
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            o,
+            "# HELP process_open_fds Open file descriptors of the daemon.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
+    }
+}
+
+/// The state's name as `/api/status` and `/metrics` spell it.
+pub fn camera_state_name(s: CameraState) -> &'static str {
+    match s {
+        CameraState::Opening => "opening",
+        CameraState::Streaming => "streaming",
+        CameraState::Reconnecting => "reconnecting",
+        CameraState::Stopped => "stopped",
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -314,13 +449,94 @@ fn escape(v: &str) -> String {
 }
 
 /// Sets up logging: `RUST_LOG` wins, else `info` for vitrine and warnings for the rest.
+/// Warnings and errors also go to the ring behind [`recent_problems`].
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,vitrine=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(ProblemRing)
         .try_init();
+}
+
+/// How many warnings and errors `/api/status` keeps: enough to see a pattern, small enough that
+/// a flood costs nothing.
+const PROBLEMS_KEPT: usize = 20;
+
+/// The newest warnings and errors, oldest first. A process-wide global because logging is one:
+/// the `tracing` subscriber is global too.
+static PROBLEMS: Mutex<VecDeque<Problem>> = Mutex::new(VecDeque::new());
+
+/// One logged warning or error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// RFC 3339 time it was logged.
+    pub at: String,
+    pub level: String,
+    /// The log message with its fields, as the journal shows it.
+    pub message: String,
+}
+
+/// The newest warnings and errors the daemon logged, oldest first (at most 20).
+pub fn recent_problems() -> Vec<Problem> {
+    PROBLEMS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}
+
+fn remember(p: Problem) {
+    let mut g = PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
+    if g.len() == PROBLEMS_KEPT {
+        g.pop_front();
+    }
+    g.push_back(p);
+}
+
+/// The `tracing` layer that feeds [`recent_problems`].
+pub struct ProblemRing;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ProblemRing {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let level = *event.metadata().level();
+        // More verbose levels compare greater: only WARN and ERROR are kept.
+        if level > tracing::Level::WARN {
+            return;
+        }
+        let mut v = MessageVisitor::default();
+        event.record(&mut v);
+        remember(Problem {
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            level: level.to_string(),
+            message: v.text,
+        });
+    }
+}
+
+/// Formats an event like the journal line: the message, then `field=value` pairs.
+#[derive(Default)]
+struct MessageVisitor {
+    text: String,
+}
+
+impl Visit for MessageVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.text.insert_str(0, value);
+        } else {
+            let _ = write!(self.text, " {}={value}", field.name());
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.text.insert_str(0, &format!("{value:?}"));
+        } else {
+            let _ = write!(self.text, " {}={value:?}", field.name());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,5 +555,63 @@ mod tests {
         );
         assert!(text.contains("vitrine_stage_seconds_bucket{stage=\"detect\",le=\"0.05\"} 2"));
         assert!(text.contains("vitrine_stage_seconds_count{stage=\"detect\"} 2"));
+    }
+
+    #[test]
+    fn display_clients_go_up_and_down() {
+        let m = Metrics::default();
+        m.display_clients.add(1.0);
+        m.display_clients.add(1.0);
+        m.display_clients.add(-1.0);
+        assert!(m.render().contains("\nvitrine_display_clients 1\n"));
+    }
+
+    #[test]
+    fn camera_state_is_one_hot() {
+        let text = Metrics::default().render_with(&LiveState {
+            camera: CameraState::Reconnecting,
+            ready: false,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(10),
+            version: "1.2.3",
+        });
+        assert!(
+            text.contains("vitrine_camera_state{state=\"reconnecting\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("vitrine_camera_state{state=\"streaming\"} 0"));
+        assert!(text.contains("vitrine_ready 0"));
+        assert!(text.contains("vitrine_start_time_seconds 10.000"));
+        assert!(text.contains("vitrine_build_info{version=\"1.2.3\"} 1"));
+        let cpu: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("process CPU time");
+        assert!(cpu >= 0.0);
+        assert!(text.contains("\nprocess_resident_memory_bytes "));
+    }
+
+    #[test]
+    fn warnings_and_errors_are_kept_newest_last_and_bounded() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(ProblemRing);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("not kept");
+            for i in 0..(PROBLEMS_KEPT + 3) {
+                tracing::warn!(frame = i, "camera hiccup");
+            }
+            tracing::error!(error = "boom", "frame failed");
+        });
+        let got = recent_problems();
+        assert_eq!(got.len(), PROBLEMS_KEPT);
+        let last = got.last().expect("one");
+        assert_eq!(last.level, "ERROR");
+        assert_eq!(last.message, "frame failed error=boom");
+        assert!(got.iter().all(|p| p.message != "not kept"));
+        assert!(
+            got[0].message.starts_with("camera hiccup frame="),
+            "{:?}",
+            got[0]
+        );
     }
 }

@@ -43,6 +43,8 @@ fn yes() -> bool {
 
 pub struct ReplaySource {
     name: String,
+    /// The folder (or still image) played; a folder is listed again on every (re)open.
+    path: PathBuf,
     files: Vec<PathBuf>,
     period: Option<Duration>,
     looping: bool,
@@ -86,6 +88,7 @@ impl ReplaySource {
         }
         Ok(Self {
             name,
+            path: cfg.path,
             files,
             period: period(cfg.fps),
             looping: cfg.looping,
@@ -106,6 +109,7 @@ impl ReplaySource {
         }
         Ok(Self {
             name,
+            path: cfg.path.clone(),
             files: vec![cfg.path],
             period: period(cfg.fps),
             looping: true,
@@ -177,7 +181,28 @@ impl FrameSource for ReplaySource {
         self.name.clone()
     }
 
+    /// Lists the folder again, so frames removed and restored while the daemon runs (a
+    /// stand-in for a camera unplugged and plugged back) are noticed like a camera reconnect:
+    /// an empty or missing folder is "unavailable" and retried, not a configuration error.
     fn open(&mut self) -> Result<(), CaptureError> {
+        if self.still {
+            return Ok(());
+        }
+        let unavailable = |message: String| CaptureError::Unavailable {
+            source_name: self.name.clone(),
+            message,
+        };
+        let files = list_frames(&self.path)
+            .map_err(|e| unavailable(format!("cannot list the folder: {e}")))?;
+        if files.is_empty() {
+            return Err(unavailable(
+                "the folder holds no .jpg/.jpeg/.png frames".into(),
+            ));
+        }
+        if self.next >= files.len() {
+            self.next = 0;
+        }
+        self.files = files;
         Ok(())
     }
 
@@ -259,6 +284,33 @@ mod tests {
             let _ = once.next_frame();
         }
         assert!(matches!(once.next_frame(), Err(CaptureError::Ended { .. })));
+    }
+
+    #[test]
+    fn frames_removed_and_restored_look_like_a_camera_unplugged_and_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let frame = dir.path().join("a.png");
+        RgbImage::from_pixel(4, 3, image::Rgb([10, 20, 30]))
+            .save(&frame)
+            .expect("png");
+        let mut src = ReplaySource::new(ReplayConfig {
+            path: dir.path().into(),
+            fps: 0.0,
+            looping: true,
+        })
+        .expect("source");
+        src.open().expect("open");
+        assert!(src.next_frame().is_ok());
+        let away = tempfile::tempdir().expect("tmp");
+        std::fs::rename(&frame, away.path().join("a.png")).expect("move away");
+        assert!(matches!(
+            src.next_frame(),
+            Err(CaptureError::Unavailable { .. })
+        ));
+        assert!(matches!(src.open(), Err(CaptureError::Unavailable { .. })));
+        std::fs::rename(away.path().join("a.png"), &frame).expect("restore");
+        src.open().expect("reopened");
+        assert_eq!(src.next_frame().expect("frame again").image.width(), 4);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::path::{Component, Path};
 
-use axum::Json;
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::header;
@@ -19,8 +18,15 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn recommendations(State(state): State<AppState>) -> impl IntoResponse {
-    let recs = state.recommendations.borrow().clone();
-    ([(header::CACHE_CONTROL, "no-store")], Json(recs))
+    // Serialised once per publish by the display feed; each request shares the bytes.
+    let json = state.display.feed.borrow().json.clone();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        json,
+    )
 }
 
 /// A relative path with only normal components: no `..`, no root, no prefix.

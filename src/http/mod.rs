@@ -5,9 +5,12 @@
 //! the active catalog snapshot); none of them ever waits on a model.
 
 pub mod api;
+pub mod bench;
 pub mod catalog_api;
+pub mod display;
 pub mod error;
 pub mod health;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,13 +85,19 @@ pub struct AppState {
     pub providers: Arc<std::sync::RwLock<Vec<ProviderReport>>>,
     pub frame_stale: Duration,
     pub started: Instant,
+    /// The display's feed (recommendations serialised once per publish) and debug-view state.
+    pub display: display::DisplayState,
+    /// Version, config and model files for `/api/status`.
+    pub info: Arc<status::StatusInfo>,
 }
 
 /// The whole application: display, technician and staff routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
+        .merge(display::router())
         .merge(health::router())
+        .merge(status::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
