@@ -330,3 +330,42 @@ pub async fn wait_recommendations(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// POSTs a body over a raw connection, reading the response while the body is still being
+/// written: a server that refuses an oversize upload answers 413 and stops reading, and an HTTP
+/// client that insists on finishing the write only sees a broken pipe.
+pub async fn staff_post_raw(d: &Daemon, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(d.staff.to_string())
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(&body).await;
+    });
+    let mut buf = Vec::new();
+    // A reset after the response arrived is expected; what was read stays in `buf`.
+    let _ = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut buf)).await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| {
+            let b = b.trim();
+            // Tolerate a chunked body: the JSON object is between the first '{' and the last '}'.
+            let (i, j) = (b.find('{')?, b.rfind('}')?);
+            serde_json::from_str(&b[i..=j]).ok()
+        })
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
