@@ -185,7 +185,9 @@ fn the_display_shows_live_items_then_new_ones_and_survives_a_restart() {
     let idle = browser.wait_for(
         "the restarted daemon's attract screen",
         PAGE_STATE,
-        Duration::from_secs(60),
+        // Generous: the new daemon loads its models and the page's reconnect backs off, and CI
+        // machines are busy.
+        Duration::from_secs(120),
         |v| {
             v["boot"].as_str().is_some_and(|b| b != boot)
                 && v["state"] == "idle"
