@@ -344,6 +344,14 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
         "symbolic link",
     ));
     bad.push(("oversize", vec![0u8; 5 << 20], 413, "larger than the limit"));
+    // An ordinary client writes the whole body before it reads: the server reads the refused
+    // rest too, so it still gets the 413 and its explanation rather than a reset connection.
+    bad.push((
+        "oversize, written in full",
+        vec![0u8; 5 << 20],
+        413,
+        "larger than the limit",
+    ));
     for (what, body, status, needle) in bad {
         let (s, r) = if what == "oversize" {
             staff_post_raw(&d, "/api/catalog/bundles", body).await

@@ -333,7 +333,16 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut body = body.into_data_stream();
     if declared.is_some_and(|n| n > limit) {
+        // A client waiting for "100 Continue" reads the refusal before sending anything; one
+        // that sends at once would see a reset connection instead of this explanation.
+        if !expects_continue {
+            drain(&mut body).await;
+        }
         return Err(StaffError::TooLarge(limit));
     }
     let guard = writer_lock(&s, Duration::ZERO).await?;
@@ -341,11 +350,14 @@ async fn upload(
     let job = s.service.new_job("import");
     job.stage("receiving", declared.unwrap_or(0));
     let path = store.work_dir().join(format!("{}.upload", job.id()));
-    let received = receive(body, &path, limit, |n| job.progress(n)).await;
+    let received = receive(&mut body, &path, limit, |n| job.progress(n)).await;
     let n = match received {
         Ok(n) => n,
         Err(e) => {
             let _ = tokio::fs::remove_file(&path).await;
+            if matches!(e, StaffError::TooLarge(_)) {
+                drain(&mut body).await;
+            }
             job.fail(&CatalogError::Other(match &e {
                 StaffError::TooLarge(_) => "upload over the size limit".into(),
                 StaffError::BadRequest(m) => m.clone(),
@@ -405,9 +417,31 @@ async fn upload(
     }
 }
 
+/// How much of a refused upload is read and thrown away, and for how long, before answering.
+const DRAIN_BYTES: u64 = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and discards the rest of a refused body, within [`DRAIN_BYTES`] and [`DRAIN_TIME`]:
+/// HTTP clients (curl without `Expect`, most libraries) finish writing before they read, and a
+/// server that answers 413 and closes mid-upload leaves them with "connection reset" instead of
+/// the limit and the setting to change. Anything larger is cut off; the bound keeps a hostile
+/// client from holding the connection.
+async fn drain(body: &mut axum::body::BodyDataStream) {
+    let mut n: u64 = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            n += chunk.len() as u64;
+            if n > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Streams a request body to `path`, refusing it past `limit` bytes; returns its size.
 async fn receive(
-    body: Body,
+    stream: &mut axum::body::BodyDataStream,
     path: &std::path::Path,
     limit: u64,
     progress: impl Fn(u64),
@@ -415,7 +449,6 @@ async fn receive(
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|e| StaffError::Internal(format!("creating {}: {e}", path.display())))?;
-    let mut stream = body.into_data_stream();
     let mut n: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk: Bytes = chunk.map_err(|e| {
@@ -563,18 +596,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("up");
         let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000])));
-        let body = Body::from_stream(futures::stream::iter(chunks));
-        let r = receive(body, &p, 4500, |_| {}).await;
+        let mut body = Body::from_stream(futures::stream::iter(chunks)).into_data_stream();
+        let r = receive(&mut body, &p, 4500, |_| {}).await;
         assert!(matches!(r, Err(StaffError::TooLarge(4500))), "{r:?}");
+        // The rest is read and dropped, so the client gets to read the answer.
+        drain(&mut body).await;
+        assert!(body.next().await.is_none(), "the refused body was drained");
         let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000])));
-        let n = receive(
-            Body::from_stream(futures::stream::iter(chunks)),
-            &p,
-            4500,
-            |_| {},
-        )
-        .await
-        .expect("under the limit");
+        let mut body = Body::from_stream(futures::stream::iter(chunks)).into_data_stream();
+        let n = receive(&mut body, &p, 4500, |_| {})
+            .await
+            .expect("under the limit");
         assert_eq!(
             (n, std::fs::metadata(&p).expect("file").len()),
             (4000, 4000)

@@ -344,9 +344,12 @@ pub async fn staff_post_raw(d: &Daemon, path: &str, body: Vec<u8>) -> (u16, serd
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    // The write half is handed back, not dropped: dropping it would half-close the connection,
+    // which the server takes as the client going away before its answer.
     let writer = tokio::spawn(async move {
         let _ = wr.write_all(head.as_bytes()).await;
         let _ = wr.write_all(&body).await;
+        wr
     });
     let mut buf = Vec::new();
     // A reset after the response arrived is expected; what was read stays in `buf`.
