@@ -169,6 +169,10 @@ pub async fn run(
                 .catalog_version
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = c.version.clone();
+            *metrics
+                .catalog_label
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = c.label.clone();
         })
     };
     let service = Arc::new(catalog::import::CatalogService::open(
@@ -295,6 +299,10 @@ pub async fn run(
         .catalog_version
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = loaded.version.clone();
+    *metrics
+        .catalog_label
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = loaded.label.clone();
     tracing::info!(version = %loaded.version, items = loaded.items.len(), "catalog loaded");
     catalog.store(loaded);
     readiness.catalog.store(true, Ordering::Relaxed);

@@ -165,7 +165,9 @@ pub struct Metrics {
     pub http_requests: Mutex<Vec<((String, u16), u64)>>,
     /// Execution provider in use per model, set once at start-up.
     pub providers: Mutex<Vec<(String, String)>>,
+    /// The active catalog's version id (`v0007`) and what staff called it (`spring-2027`).
     pub catalog_version: Mutex<String>,
+    pub catalog_label: Mutex<String>,
 }
 
 impl Metrics {
@@ -304,18 +306,23 @@ impl Metrics {
         }
         let _ = writeln!(
             o,
-            "# HELP vitrine_catalog_info Active catalog version (value always 1).\n# TYPE vitrine_catalog_info gauge"
+            "# HELP vitrine_catalog_info Active catalog: version id and the label staff gave it (value always 1).\n# TYPE vitrine_catalog_info gauge"
         );
-        let _ = writeln!(
-            o,
-            "vitrine_catalog_info{{version=\"{}\"}} 1",
-            escape(
-                &self
-                    .catalog_version
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+        let version = escape(
+            &self
+                .catalog_version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let label = escape(&self.catalog_label.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = if label.is_empty() || label == version {
+            writeln!(o, "vitrine_catalog_info{{version=\"{version}\"}} 1")
+        } else {
+            writeln!(
+                o,
+                "vitrine_catalog_info{{version=\"{version}\",label=\"{label}\"}} 1"
             )
-        );
+        };
         let _ = writeln!(
             o,
             "# HELP vitrine_http_requests_total HTTP requests by matched route and status.\n# TYPE vitrine_http_requests_total counter"

@@ -87,7 +87,8 @@ async fn metrics_cover_frames_stages_camera_catalog_http_and_display_clients() {
     m.frames_processed.add(10);
     m.frames_dropped.add(2);
     m.catalog_items.set(300.0);
-    *m.catalog_version.lock().expect("lock") = "demo-1".into();
+    *m.catalog_version.lock().expect("lock") = "v0002".into();
+    *m.catalog_label.lock().expect("lock") = "demo-1".into();
     *m.providers.lock().expect("lock") = vec![("detector".into(), "CPUExecutionProvider".into())];
     m.stage(vitrine::telemetry::Stage::Detect)
         .observe(Duration::from_millis(12));
@@ -116,7 +117,7 @@ async fn metrics_cover_frames_stages_camera_catalog_http_and_display_clients() {
         "vitrine_camera_state{state=\"streaming\"} 1",
         "vitrine_camera_state{state=\"reconnecting\"} 0",
         "vitrine_camera_reconnects_total 0",
-        "vitrine_catalog_info{version=\"demo-1\"} 1",
+        "vitrine_catalog_info{version=\"v0002\",label=\"demo-1\"} 1",
         "vitrine_catalog_items 300",
         "vitrine_http_requests_total{route=\"/api/recommendations\",status=\"200\"} 1",
         "vitrine_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
