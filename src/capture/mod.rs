@@ -76,6 +76,12 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<RawFrame, CaptureError>;
     /// Releases the device; `open` may be called again afterwards.
     fn close(&mut self) {}
+    /// True for a source with no clock of its own (a replay or still at `fps = 0`): it is asked
+    /// for the next frame only once the pipeline took the last one. Decoding frames only to
+    /// replace them unseen would take a core from the pipeline it is meant to run flat out.
+    fn paced_by_consumer(&self) -> bool {
+        false
+    }
 }
 
 /// Which source the config asks for.
@@ -119,6 +125,7 @@ impl SourceConfig {
 pub struct LatestSlot {
     inner: Mutex<SlotInner>,
     ready: Condvar,
+    taken: Condvar,
 }
 
 #[derive(Default)]
@@ -155,15 +162,30 @@ impl LatestSlot {
             .wait_timeout_while(g, timeout, |s| s.frame.is_none() && !s.closed)
             .unwrap_or_else(|p| p.into_inner());
         match g.frame.take() {
-            Some(f) => Ok(Some(f)),
+            Some(f) => {
+                drop(g);
+                self.taken.notify_all();
+                Ok(Some(f))
+            }
             None if g.closed => Err(()),
             None => Ok(None),
         }
     }
 
+    /// Waits up to `timeout` until the slot is empty (its frame taken) or closed; true if so.
+    pub fn wait_taken(&self, timeout: Duration) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, _) = self
+            .taken
+            .wait_timeout_while(g, timeout, |s| s.frame.is_some() && !s.closed)
+            .unwrap_or_else(|p| p.into_inner());
+        g.frame.is_none() || g.closed
+    }
+
     pub fn close(&self) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.ready.notify_all();
+        self.taken.notify_all();
     }
 
     pub fn replaced(&self) -> u64 {

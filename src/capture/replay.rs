@@ -181,6 +181,10 @@ impl FrameSource for ReplaySource {
         self.name.clone()
     }
 
+    fn paced_by_consumer(&self) -> bool {
+        self.period.is_none()
+    }
+
     /// Lists the folder again, so frames removed and restored while the daemon runs (a
     /// stand-in for a camera unplugged and plugged back) are noticed like a camera reconnect:
     /// an empty or missing folder is "unavailable" and retried, not a configuration error.

@@ -99,6 +99,7 @@ fn run(
     let mut open = false;
     let mut corrupt_run = 0;
     let mut seq = 0u64;
+    let consumer_paced = source.paced_by_consumer();
     while !stop.load(Ordering::Relaxed) {
         if !open {
             match source.open() {
@@ -124,6 +125,10 @@ fn run(
                     continue;
                 }
             }
+        }
+        // Checked again from the top so a stop request is seen while the pipeline is busy.
+        if consumer_paced && !slot.wait_taken(Duration::from_millis(100)) {
+            continue;
         }
         match source.next_frame() {
             Ok(raw) => {
@@ -203,6 +208,7 @@ mod tests {
     struct Scripted {
         opens: VecDeque<Result<(), String>>,
         frames: VecDeque<Result<(), CaptureError>>,
+        consumer_paced: bool,
     }
 
     impl FrameSource for Scripted {
@@ -217,6 +223,9 @@ mod tests {
                     message: m,
                 }),
             }
+        }
+        fn paced_by_consumer(&self) -> bool {
+            self.consumer_paced
         }
         fn next_frame(&mut self) -> Result<RawFrame, CaptureError> {
             std::thread::sleep(Duration::from_millis(2));
@@ -251,6 +260,7 @@ mod tests {
         let src = Scripted {
             opens: VecDeque::from(vec![Err("busy".into()), Ok(()), Err("gone".into()), Ok(())]),
             frames: VecDeque::from(vec![Ok(()), corrupt(), Ok(()), unplug(), Ok(()), Ok(())]),
+            consumer_paced: false,
         };
         let slot = LatestSlot::new();
         let metrics = Arc::new(Metrics::default());
@@ -274,5 +284,37 @@ mod tests {
                 .is_some()
         );
         assert!(slot.take(Duration::from_millis(10)).is_err());
+    }
+
+    #[test]
+    fn a_source_without_a_clock_waits_for_the_pipeline_instead_of_dropping() {
+        let run = |consumer_paced: bool| {
+            let src = Scripted {
+                opens: VecDeque::new(),
+                frames: (0..15).map(|_| Ok(())).collect(),
+                consumer_paced,
+            };
+            let slot = LatestSlot::new();
+            let metrics = Arc::new(Metrics::default());
+            let stop = Arc::new(AtomicBool::new(false));
+            let (_, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop);
+            // A pipeline five times slower than the source.
+            let mut taken = 0;
+            while let Ok(f) = slot.take(Duration::from_secs(5)) {
+                if f.is_some() {
+                    taken += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            handle.join().expect("capture thread");
+            (taken, metrics.frames_dropped.get())
+        };
+        assert_eq!(run(true), (15, 0), "every frame reaches the pipeline");
+        // A camera keeps its own clock: the pipeline gets the newest, the rest are counted.
+        let (taken, dropped) = run(false);
+        assert!(
+            dropped > 0 && taken + dropped as usize == 15,
+            "{taken} {dropped}"
+        );
     }
 }
