@@ -256,7 +256,7 @@ pub async fn run(
                         let _ = engine_tx.send(Err(e));
                     }
                     Ok(engine) => {
-                        let _ = engine_tx.send(Ok(engine.providers()));
+                        let _ = engine_tx.send(Ok((engine.providers(), engine.preparer())));
                         let debug_view = engine_settings.server.debug_view;
                         let beat: Arc<dyn Fn(&capture::Frame) + Send + Sync> =
                             Arc::new(move |frame| {
@@ -285,7 +285,7 @@ pub async fn run(
         e
     };
     let loaded = loaded.map_err(|e| fail(e.into(), &slot))?;
-    let reports = engine?.map_err(|e| fail(e.into(), &slot))?;
+    let (reports, preparer) = engine?.map_err(|e| fail(e.into(), &slot))?;
     for r in &reports {
         tracing::info!(model = %r.model, provider = %r.in_use, warmup_ms = format!("{:.0}", r.warmup_ms), "model ready");
     }
@@ -309,8 +309,13 @@ pub async fn run(
     readiness.models.store(true, Ordering::Relaxed);
 
     let source = settings.camera.build().map_err(|e| fail(e.into(), &slot))?;
-    let (status, capture) =
-        capture::supervisor::spawn(source, slot.clone(), metrics.clone(), stop.clone());
+    let (status, capture) = capture::supervisor::spawn(
+        source,
+        slot.clone(),
+        metrics.clone(),
+        stop.clone(),
+        Some(preparer),
+    );
     {
         let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         *camera_status.lock().unwrap_or_else(|p| p.into_inner()) = s;

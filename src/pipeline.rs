@@ -105,6 +105,11 @@ impl Engine {
         })
     }
 
+    /// A maker of the detector's input for the capture thread (see [`Frame::detector_input`]).
+    pub fn preparer(&self) -> crate::vision::detector::InputPreparer {
+        self.detector.preparer()
+    }
+
     pub fn providers(&self) -> Vec<ProviderReport> {
         vec![
             self.detector.provider().clone(),
@@ -118,7 +123,10 @@ impl Engine {
             decode: frame.decode,
             ..Default::default()
         };
-        let (dets, dt) = self.detector.detect_timed(&frame.image)?;
+        let (dets, dt) = match &frame.detector_input {
+            Some(input) => self.detector.detect_prepared(input)?,
+            None => self.detector.detect_timed(&frame.image)?,
+        };
         timing.detect = dt;
         timing.detections = dets.len();
 

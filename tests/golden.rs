@@ -76,6 +76,11 @@ fn detections_match_the_python_reference() {
                 )
             );
             let ours = det.detect(&frame).expect("detect");
+            // The daemon's path: the input made ahead on the capture thread, by a preparer that
+            // owns its own buffers, gives the very same detections.
+            let input = det.preparer().prepare(&frame).expect("prepare");
+            let (ahead, _) = det.detect_prepared(&input).expect("detect prepared");
+            assert_eq!(ahead, ours, "{}: prepared input differs", path.display());
             let mut used = vec![false; ours.len()];
             let near_threshold =
                 |s: f64| (s - params.score_threshold as f64).abs() <= 2.0 * SCORE_TOL;

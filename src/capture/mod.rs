@@ -64,6 +64,8 @@ pub struct Frame {
     pub seq: u64,
     /// Time spent decoding it in the capture stage.
     pub decode: Duration,
+    /// The detector's input, when the capture stage made it (see [`supervisor::spawn`]).
+    pub detector_input: Option<Arc<crate::vision::detector::PreparedInput>>,
 }
 
 /// Something that produces frames. Blocking by design: it runs on its own thread.
@@ -207,6 +209,7 @@ mod tests {
             captured: Instant::now(),
             seq,
             decode: Duration::ZERO,
+            detector_input: None,
         }
     }
 

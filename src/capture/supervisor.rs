@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::RawFrame;
 use super::{CaptureError, Frame, FrameSource, LatestSlot};
 use crate::telemetry::Metrics;
+use crate::vision::detector::InputPreparer;
 
 /// After this many corrupt frames in a row the device is reopened.
 const CORRUPT_RUN_LIMIT: u32 = 30;
@@ -49,12 +50,15 @@ fn set<F: FnOnce(&mut CameraStatus)>(status: &StatusHandle, f: F) {
 }
 
 /// Starts the capture thread. It stops when `stop` is set, then closes the slot so the
-/// inference stage drains and ends too.
+/// inference stage drains and ends too. With a `preparer` the thread also makes each frame's
+/// detector input (the resize to the model's size) after decoding it: on two cores that work then
+/// overlaps the previous frame's inference instead of adding to it.
 pub fn spawn(
     mut source: Box<dyn FrameSource>,
     slot: Arc<LatestSlot>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    mut preparer: Option<InputPreparer>,
 ) -> (StatusHandle, std::thread::JoinHandle<()>) {
     let status: StatusHandle = Arc::new(Mutex::new(CameraStatus {
         source: source.name(),
@@ -68,7 +72,14 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
-            run(source.as_mut(), &slot, &metrics, &stop, &st);
+            run(
+                source.as_mut(),
+                &slot,
+                &metrics,
+                &stop,
+                &st,
+                preparer.as_mut(),
+            );
             source.close();
             slot.close();
         })
@@ -94,6 +105,7 @@ fn run(
     metrics: &Metrics,
     stop: &AtomicBool,
     status: &StatusHandle,
+    mut preparer: Option<&mut InputPreparer>,
 ) {
     let mut backoff = BACKOFF_START;
     let mut open = false;
@@ -136,12 +148,18 @@ fn run(
                 backoff = BACKOFF_START;
                 seq += 1;
                 let captured_at = SystemTime::now() - raw.acquired.elapsed();
+                // A frame the detector cannot take is left for the pipeline to report.
+                let detector_input = preparer
+                    .as_deref_mut()
+                    .and_then(|p| p.prepare(&raw.image).ok())
+                    .map(Arc::new);
                 let frame = Frame {
                     image: Arc::new(raw.image),
                     captured_at,
                     captured: raw.acquired,
                     seq,
                     decode: raw.decode,
+                    detector_input,
                 };
                 metrics.frames_captured.inc();
                 if slot.put(frame) {
@@ -265,7 +283,7 @@ mod tests {
         let slot = LatestSlot::new();
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (status, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop);
+        let (status, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop, None);
         handle.join().expect("capture thread");
         assert_eq!(metrics.frames_captured.get(), 4);
         assert_eq!(metrics.frames_corrupt.get(), 1);
@@ -297,7 +315,7 @@ mod tests {
             let slot = LatestSlot::new();
             let metrics = Arc::new(Metrics::default());
             let stop = Arc::new(AtomicBool::new(false));
-            let (_, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop);
+            let (_, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop, None);
             // A pipeline five times slower than the source.
             let mut taken = 0;
             while let Ok(f) = slot.take(Duration::from_secs(5)) {

@@ -393,6 +393,7 @@ fn pipeline_impact(
             captured: t,
             seq,
             decode: t.elapsed(),
+            detector_input: None,
         };
         seq += 1;
         engine.process(&f).map_err(|e| other(e.to_string()))?;

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::anchors::{Anchor, decode};
 use super::geometry::{Candidate, NmsParams, NormBox, PixelBox, per_class_nms};
-use super::preprocess::{DType, Preprocessor, ResizeMode, ResizeRecord, TensorSlot};
+use super::preprocess::{DType, InputSpec, Preprocessor, ResizeMode, ResizeRecord, TensorSlot};
 use super::runtime::{self, SessionOptions};
 use super::{ModelError, ProviderReport};
 use crate::config::model::{DetectorContract, DetectorSpec, ScoreFn};
@@ -36,6 +36,69 @@ pub struct DetectTiming {
     pub preprocess: Duration,
     pub inference: Duration,
     pub postprocess: Duration,
+}
+
+/// A borrowed input tensor of either element type.
+enum Tensor<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+enum PreparedTensor {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+/// The detector's input for one frame, made ahead of its run, and how long making it took.
+pub struct PreparedInput {
+    tensor: PreparedTensor,
+    rec: ResizeRecord,
+    pub took: Duration,
+}
+
+impl std::fmt::Debug for PreparedInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedInput")
+            .field("rec", &self.rec)
+            .field("took", &self.took)
+            .finish()
+    }
+}
+
+/// Makes [`PreparedInput`]s for one detector. It owns its resizer and buffers, so it can live on
+/// another thread than the detector; the tensor is exactly what [`Detector::detect`] would make.
+pub struct InputPreparer {
+    spec: InputSpec,
+    resize: ResizeMode,
+    pre: Preprocessor,
+}
+
+impl InputPreparer {
+    pub fn prepare(&mut self, frame: &RgbImage) -> Result<PreparedInput, ModelError> {
+        let t = Instant::now();
+        let n = self.spec.elements();
+        let (tensor, rec) = match self.spec.dtype {
+            DType::F32 => {
+                let mut v = vec![0f32; n];
+                let rec =
+                    self.pre
+                        .frame_into(frame, &self.spec, self.resize, TensorSlot::F32(&mut v))?;
+                (PreparedTensor::F32(v), rec)
+            }
+            DType::U8 => {
+                let mut v = vec![0u8; n];
+                let rec =
+                    self.pre
+                        .frame_into(frame, &self.spec, self.resize, TensorSlot::U8(&mut v))?;
+                (PreparedTensor::U8(v), rec)
+            }
+        };
+        Ok(PreparedInput {
+            tensor,
+            rec,
+            took: t.elapsed(),
+        })
+    }
 }
 
 pub struct Detector {
@@ -328,7 +391,6 @@ impl Detector {
         let t0 = Instant::now();
         let spec = &self.spec.input;
         let n = spec.elements();
-        let shape = spec.shape(1);
         let rec = match spec.dtype {
             DType::F32 => {
                 self.input_f32.resize(n, 0.0);
@@ -345,18 +407,69 @@ impl Detector {
                     .frame_into(frame, spec, self.resize, TensorSlot::U8(&mut self.input_u8))?
             }
         };
+        let preprocess = t0.elapsed();
+        // The buffers are lent to the run and given back, so they are reused frame to frame.
+        let (f, u) = (
+            std::mem::take(&mut self.input_f32),
+            std::mem::take(&mut self.input_u8),
+        );
+        let tensor = match spec.dtype {
+            DType::F32 => Tensor::F32(&f),
+            DType::U8 => Tensor::U8(&u),
+        };
+        let result = self.run(tensor, &rec, preprocess);
+        (self.input_f32, self.input_u8) = (f, u);
+        result
+    }
+
+    /// A preparer of this detector's input that can work on another thread (the capture thread,
+    /// so that resizing frame N+1 overlaps the inference of frame N).
+    pub fn preparer(&self) -> InputPreparer {
+        InputPreparer {
+            spec: self.spec.input.clone(),
+            resize: self.resize,
+            pre: Preprocessor::new(),
+        }
+    }
+
+    /// Runs the detector on an input made by [`InputPreparer::prepare`].
+    pub fn detect_prepared(
+        &mut self,
+        input: &PreparedInput,
+    ) -> Result<(Vec<Detection>, DetectTiming), ModelError> {
+        let (len, tensor) = match &input.tensor {
+            PreparedTensor::F32(v) => (v.len(), Tensor::F32(v)),
+            PreparedTensor::U8(v) => (v.len(), Tensor::U8(v)),
+        };
+        let dtype_ok = matches!(
+            (&input.tensor, self.spec.input.dtype),
+            (PreparedTensor::F32(_), DType::F32) | (PreparedTensor::U8(_), DType::U8)
+        );
+        if !dtype_ok || len != self.spec.input.elements() {
+            return Err(ModelError::Run {
+                model: self.spec.name.clone(),
+                message: "a prepared input made for another model".into(),
+            });
+        }
+        self.run(tensor, &input.rec, input.took)
+    }
+
+    fn run(
+        &mut self,
+        tensor: Tensor<'_>,
+        rec: &ResizeRecord,
+        preprocess: Duration,
+    ) -> Result<(Vec<Detection>, DetectTiming), ModelError> {
         let t1 = Instant::now();
+        let spec = &self.spec.input;
+        let shape = spec.shape(1);
         let run_err = |e: ort::Error| ModelError::Run {
             model: self.spec.name.clone(),
             message: e.to_string(),
         };
-        let input = match spec.dtype {
-            DType::F32 => {
-                TensorRef::from_array_view((shape, &self.input_f32[..])).map(|t| t.into_dyn())
-            }
-            DType::U8 => {
-                TensorRef::from_array_view((shape, &self.input_u8[..])).map(|t| t.into_dyn())
-            }
+        let input = match tensor {
+            Tensor::F32(v) => TensorRef::from_array_view((shape, v)).map(|t| t.into_dyn()),
+            Tensor::U8(v) => TensorRef::from_array_view((shape, v)).map(|t| t.into_dyn()),
         }
         .map_err(run_err)?;
         let outputs = self
@@ -410,12 +523,12 @@ impl Detector {
             }
         };
         drop(outputs);
-        let dets = self.finish(candidates, &rec);
+        let dets = self.finish(candidates, rec);
         let t3 = Instant::now();
         Ok((
             dets,
             DetectTiming {
-                preprocess: t1 - t0,
+                preprocess,
                 inference: t2 - t1,
                 postprocess: t3 - t2,
             },
