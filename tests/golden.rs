@@ -65,6 +65,8 @@ fn detections_match_the_python_reference() {
         let mut det = Detector::build(&spec, &SessionOptions::default(), None, params, resize)
             .expect("detector");
         let (mut compared, mut worst_px, mut worst_score) = (0, 0f64, 0f64);
+        // One preparer for all frames, so later frames are made in the buffers of earlier ones.
+        let mut preparer = det.preparer();
         for img in g["images"].as_array().expect("images") {
             let path = root().join(img["image"].as_str().expect("image"));
             let frame = read_image(&path).expect("decode");
@@ -77,8 +79,8 @@ fn detections_match_the_python_reference() {
             );
             let ours = det.detect(&frame).expect("detect");
             // The daemon's path: the input made ahead on the capture thread, by a preparer that
-            // owns its own buffers, gives the very same detections.
-            let input = det.preparer().prepare(&frame).expect("prepare");
+            // owns (and recycles) its own buffers, gives the very same detections.
+            let input = preparer.prepare(&frame).expect("prepare");
             let (ahead, _) = det.detect_prepared(&input).expect("detect prepared");
             assert_eq!(ahead, ours, "{}: prepared input differs", path.display());
             let mut used = vec![false; ours.len()];

@@ -54,6 +54,16 @@ pub struct PreparedInput {
     tensor: PreparedTensor,
     rec: ResizeRecord,
     pub took: Duration,
+    /// Where the tensor's buffer goes when the frame is done with, to be filled again.
+    home: std::sync::mpsc::Sender<PreparedTensor>,
+}
+
+impl Drop for PreparedInput {
+    fn drop(&mut self) {
+        let tensor = std::mem::replace(&mut self.tensor, PreparedTensor::U8(Vec::new()));
+        // The preparer may be gone (shutting down): then the buffer is simply freed.
+        let _ = self.home.send(tensor);
+    }
 }
 
 impl std::fmt::Debug for PreparedInput {
@@ -71,22 +81,36 @@ pub struct InputPreparer {
     spec: InputSpec,
     resize: ResizeMode,
     pre: Preprocessor,
+    /// Buffers of inputs already used: a few frames are in flight at most, so a few megabytes
+    /// are reused instead of allocated every frame.
+    spare: std::sync::mpsc::Receiver<PreparedTensor>,
+    home: std::sync::mpsc::Sender<PreparedTensor>,
 }
 
 impl InputPreparer {
     pub fn prepare(&mut self, frame: &RgbImage) -> Result<PreparedInput, ModelError> {
         let t = Instant::now();
         let n = self.spec.elements();
+        let reused = self.spare.try_recv().ok();
+        // Every element is written (content and padding alike), so a reused buffer needs no reset.
         let (tensor, rec) = match self.spec.dtype {
             DType::F32 => {
-                let mut v = vec![0f32; n];
+                let mut v = match reused {
+                    Some(PreparedTensor::F32(v)) => v,
+                    _ => Vec::new(),
+                };
+                v.resize(n, 0.0);
                 let rec =
                     self.pre
                         .frame_into(frame, &self.spec, self.resize, TensorSlot::F32(&mut v))?;
                 (PreparedTensor::F32(v), rec)
             }
             DType::U8 => {
-                let mut v = vec![0u8; n];
+                let mut v = match reused {
+                    Some(PreparedTensor::U8(v)) => v,
+                    _ => Vec::new(),
+                };
+                v.resize(n, 0);
                 let rec =
                     self.pre
                         .frame_into(frame, &self.spec, self.resize, TensorSlot::U8(&mut v))?;
@@ -97,6 +121,7 @@ impl InputPreparer {
             tensor,
             rec,
             took: t.elapsed(),
+            home: self.home.clone(),
         })
     }
 }
@@ -425,10 +450,13 @@ impl Detector {
     /// A preparer of this detector's input that can work on another thread (the capture thread,
     /// so that resizing frame N+1 overlaps the inference of frame N).
     pub fn preparer(&self) -> InputPreparer {
+        let (home, spare) = std::sync::mpsc::channel();
         InputPreparer {
             spec: self.spec.input.clone(),
             resize: self.resize,
             pre: Preprocessor::new(),
+            spare,
+            home,
         }
     }
 
