@@ -17,8 +17,11 @@
 //!
 //! The prediction for d.jpg is written `photos/d.jpg`, as `vitrine detect photos/d.jpg` prints it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::vitrine;
 
 use vitrine::eval::ap::{ApOptions, evaluate};
 use vitrine::eval::formats::{BoxRecord, Dataset, ImageRecord, Role, read_jsonl};
@@ -188,18 +191,6 @@ fn predictions_for_unknown_images_are_refused_with_the_names() {
         msg.contains("1 predicted image(s) are not in the ground truth") && msg.contains("zzz.jpg"),
         "{msg}"
     );
-}
-
-fn vitrine(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vitrine"))
-        .args(args)
-        .output()
-        .expect("runs vitrine");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

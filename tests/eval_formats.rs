@@ -1,8 +1,11 @@
 //! Each input format read from small fixtures in its documented layout (tests/data/eval/), and
 //! the conversions between them through the `vitrine` binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::vitrine;
 
 use vitrine::eval::formats::{
     DeepFashionFiles, Role, read_consumer2shop, read_deepfashion, read_deepfashion2, read_jsonl,
@@ -13,18 +16,6 @@ fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/eval")
         .join(name)
-}
-
-fn vitrine(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vitrine"))
-        .args(args)
-        .output()
-        .expect("runs vitrine");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

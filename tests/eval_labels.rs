@@ -1,8 +1,11 @@
 //! `vitrine labels …`: maps made from DeepFashion, the off-by-one caught against a real model and
 //! against a dataset (with the offending ids), and a taxonomy applied to maps and catalog items.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::vitrine;
 
 use vitrine::vision::labels::LabelMap;
 
@@ -17,18 +20,6 @@ fn root(p: &str) -> String {
         .join(p)
         .display()
         .to_string()
-}
-
-fn vitrine(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vitrine"))
-        .args(args)
-        .output()
-        .expect("runs vitrine");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn s(p: &Path) -> &str {

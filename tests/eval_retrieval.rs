@@ -1,8 +1,11 @@
 //! recall@k of embedder + catalog index: by hand on a five-item catalog with chosen vectors, and
 //! end to end with the shipped embedder and the demo catalog.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::vitrine;
 
 use vitrine::catalog::{Catalog, IndexParams, Item};
 use vitrine::eval::EvalError;
@@ -163,18 +166,6 @@ fn wrong_groups_and_dimensions_are_refused() {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-fn vitrine(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vitrine"))
-        .args(args)
-        .output()
-        .expect("runs vitrine");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -18,6 +18,16 @@ pub fn bin() -> Command {
     c
 }
 
+/// Runs `vitrine ARGS…` to its end: whether it succeeded, its stdout, its stderr.
+pub fn vitrine(args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(args).output().expect("runs vitrine");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct Daemon {
     pub child: Child,
     pub base: String,
