@@ -38,12 +38,6 @@ pub struct DetectTiming {
     pub postprocess: Duration,
 }
 
-/// A borrowed input tensor of either element type.
-enum Tensor<'a> {
-    F32(&'a [f32]),
-    U8(&'a [u8]),
-}
-
 enum PreparedTensor {
     F32(Vec<f32>),
     U8(Vec<u8>),
@@ -88,6 +82,17 @@ pub struct InputPreparer {
 }
 
 impl InputPreparer {
+    fn new(spec: InputSpec, resize: ResizeMode) -> Self {
+        let (home, spare) = std::sync::mpsc::channel();
+        Self {
+            spec,
+            resize,
+            pre: Preprocessor::new(),
+            spare,
+            home,
+        }
+    }
+
     pub fn prepare(&mut self, frame: &RgbImage) -> Result<PreparedInput, ModelError> {
         let t = Instant::now();
         let n = self.spec.elements();
@@ -134,9 +139,8 @@ pub struct Detector {
     columns: usize,
     params: NmsParams,
     resize: ResizeMode,
-    pre: Preprocessor,
-    input_f32: Vec<f32>,
-    input_u8: Vec<u8>,
+    /// Makes the input when the caller did not ([`Detector::detect`]); its buffers are reused.
+    own: InputPreparer,
     report: ProviderReport,
 }
 
@@ -369,9 +373,7 @@ impl Detector {
             columns,
             params,
             resize,
-            pre: Preprocessor::new(),
-            input_f32: Vec::new(),
-            input_u8: Vec::new(),
+            own: InputPreparer::new(spec.input.clone(), resize),
             report: ProviderReport::pending(&spec.name),
         };
         // Warm-up on a grey frame: allocates ONNX Runtime's arenas and tells us the provider in use.
@@ -413,64 +415,27 @@ impl Detector {
         &mut self,
         frame: &RgbImage,
     ) -> Result<(Vec<Detection>, DetectTiming), ModelError> {
-        let t0 = Instant::now();
-        let spec = &self.spec.input;
-        let n = spec.elements();
-        let rec = match spec.dtype {
-            DType::F32 => {
-                self.input_f32.resize(n, 0.0);
-                self.pre.frame_into(
-                    frame,
-                    spec,
-                    self.resize,
-                    TensorSlot::F32(&mut self.input_f32),
-                )?
-            }
-            DType::U8 => {
-                self.input_u8.resize(n, 0);
-                self.pre
-                    .frame_into(frame, spec, self.resize, TensorSlot::U8(&mut self.input_u8))?
-            }
-        };
-        let preprocess = t0.elapsed();
-        // The buffers are lent to the run and given back, so they are reused frame to frame.
-        let (f, u) = (
-            std::mem::take(&mut self.input_f32),
-            std::mem::take(&mut self.input_u8),
-        );
-        let tensor = match spec.dtype {
-            DType::F32 => Tensor::F32(&f),
-            DType::U8 => Tensor::U8(&u),
-        };
-        let result = self.run(tensor, &rec, preprocess);
-        (self.input_f32, self.input_u8) = (f, u);
-        result
+        let input = self.own.prepare(frame)?;
+        self.detect_prepared(&input)
     }
 
     /// A preparer of this detector's input that can work on another thread (the capture thread,
     /// so that resizing frame N+1 overlaps the inference of frame N).
     pub fn preparer(&self) -> InputPreparer {
-        let (home, spare) = std::sync::mpsc::channel();
-        InputPreparer {
-            spec: self.spec.input.clone(),
-            resize: self.resize,
-            pre: Preprocessor::new(),
-            spare,
-            home,
-        }
+        InputPreparer::new(self.spec.input.clone(), self.resize)
     }
 
     /// Runs the detector on an input made by [`InputPreparer::prepare`].
     pub fn detect_prepared(
         &mut self,
-        input: &PreparedInput,
+        prepared: &PreparedInput,
     ) -> Result<(Vec<Detection>, DetectTiming), ModelError> {
-        let (len, tensor) = match &input.tensor {
-            PreparedTensor::F32(v) => (v.len(), Tensor::F32(v)),
-            PreparedTensor::U8(v) => (v.len(), Tensor::U8(v)),
+        let len = match &prepared.tensor {
+            PreparedTensor::F32(v) => v.len(),
+            PreparedTensor::U8(v) => v.len(),
         };
         let dtype_ok = matches!(
-            (&input.tensor, self.spec.input.dtype),
+            (&prepared.tensor, self.spec.input.dtype),
             (PreparedTensor::F32(_), DType::F32) | (PreparedTensor::U8(_), DType::U8)
         );
         if !dtype_ok || len != self.spec.input.elements() {
@@ -479,15 +444,6 @@ impl Detector {
                 message: "a prepared input made for another model".into(),
             });
         }
-        self.run(tensor, &input.rec, input.took)
-    }
-
-    fn run(
-        &mut self,
-        tensor: Tensor<'_>,
-        rec: &ResizeRecord,
-        preprocess: Duration,
-    ) -> Result<(Vec<Detection>, DetectTiming), ModelError> {
         let t1 = Instant::now();
         let spec = &self.spec.input;
         let shape = spec.shape(1);
@@ -495,9 +451,13 @@ impl Detector {
             model: self.spec.name.clone(),
             message: e.to_string(),
         };
-        let input = match tensor {
-            Tensor::F32(v) => TensorRef::from_array_view((shape, v)).map(|t| t.into_dyn()),
-            Tensor::U8(v) => TensorRef::from_array_view((shape, v)).map(|t| t.into_dyn()),
+        let input = match &prepared.tensor {
+            PreparedTensor::F32(v) => {
+                TensorRef::from_array_view((shape, &v[..])).map(|t| t.into_dyn())
+            }
+            PreparedTensor::U8(v) => {
+                TensorRef::from_array_view((shape, &v[..])).map(|t| t.into_dyn())
+            }
         }
         .map_err(run_err)?;
         let outputs = self
@@ -551,12 +511,12 @@ impl Detector {
             }
         };
         drop(outputs);
-        let dets = self.finish(candidates, rec);
+        let dets = self.finish(candidates, &prepared.rec);
         let t3 = Instant::now();
         Ok((
             dets,
             DetectTiming {
-                preprocess,
+                preprocess: prepared.took,
                 inference: t2 - t1,
                 postprocess: t3 - t2,
             },
