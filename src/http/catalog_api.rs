@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -65,8 +65,8 @@ pub fn router(state: StaffState) -> Router {
         )
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
+            state.metrics.clone(),
+            super::count_requests,
         ))
         .with_state(state)
 }
@@ -181,17 +181,6 @@ async fn require_token(State(s): State<StaffState>, req: Request, next: Next) ->
     } else {
         StaffError::Unauthorized.into_response()
     }
-}
-
-async fn count_requests(State(s): State<StaffState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let resp = next.run(req).await;
-    s.metrics.http_request(&route, resp.status().as_u16());
-    resp
 }
 
 /// Runs `f` on its own lower-priority thread (it may build indexes or run the embedder) and

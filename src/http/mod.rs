@@ -99,20 +99,25 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(status::router())
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             count_requests,
         ))
         .with_state(state)
 }
 
-/// Counts requests by matched route (a bounded set) and status, never by raw path.
-async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Counts requests by matched route (a bounded set) and status, never by raw path. Shared by
+/// the main router and the staff API's.
+pub(crate) async fn count_requests(
+    State(metrics): State<Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
-    state.metrics.http_request(&route, resp.status().as_u16());
+    metrics.http_request(&route, resp.status().as_u16());
     resp
 }
