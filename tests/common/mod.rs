@@ -38,14 +38,19 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `vitrine serve --listen 127.0.0.1:0` with extra args and waits until it listens.
     pub fn start(args: &[&str]) -> Daemon {
-        let mut child = bin()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        Self::start_with(args, |_| {})
+    }
+
+    /// [`Self::start`], with `edit` applied to the command first (environment, limits).
+    pub fn start_with(args: &[&str], edit: impl FnOnce(&mut Command)) -> Daemon {
+        let mut cmd = bin();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn,vitrine=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start vitrine");
+            .stderr(Stdio::piped());
+        edit(&mut cmd);
+        let mut child = cmd.spawn().expect("start vitrine");
         let (tx, lines) = channel();
         let out = child.stdout.take().expect("stdout");
         std::thread::spawn(move || {
