@@ -323,7 +323,7 @@ fn corrupt_frames_are_counted_and_skipped() {
         let corrupt = value("vitrine_frames_corrupt_total");
         if corrupt >= 3.0 && value("vitrine_frames_processed_total") >= 6.0 {
             // Logged at warn, naming the file, but not once per frame.
-            let log = d.stderr_text();
+            let log = d.log_text();
             let warned: Vec<&str> = log
                 .lines()
                 .filter(|l| l.contains("skipped a corrupt frame"))

@@ -33,6 +33,8 @@ pub struct Daemon {
     pub base: String,
     lines: Receiver<String>,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything printed on stdout so far (the log goes there too).
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
@@ -53,8 +55,14 @@ impl Daemon {
         let mut child = cmd.spawn().expect("start vitrine");
         let (tx, lines) = channel();
         let out = child.stdout.take().expect("stdout");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let copy = stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut s) = copy.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
                 let _ = tx.send(line);
             }
         });
@@ -84,6 +92,7 @@ impl Daemon {
                             base: format!("http://{addr}"),
                             lines,
                             stderr,
+                            stdout,
                         };
                     }
                 }
@@ -122,6 +131,12 @@ impl Daemon {
 
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The log (written to stdout) and stderr so far.
+    pub fn log_text(&self) -> String {
+        let out = self.stdout.lock().map(|s| s.clone()).unwrap_or_default();
+        out + &self.stderr_text()
     }
 
     pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
