@@ -148,6 +148,16 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
     d.stop();
 }
 
+/// A request refused before its body is read: method, path, token, body, status, message.
+type Refusal = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 /// Sets `[table] key = value` in a config written by [`config`].
 fn set_key(cfg: &Path, table: &str, key: &str, value: toml::Value) {
     let mut t: toml::Table = std::fs::read_to_string(cfg)
@@ -282,7 +292,7 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
 
     // Every early refusal drains the body, so a client that writes it all first reads why.
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "POST",
             "/api/catalog/bundles?activate=false&bogus=1",
