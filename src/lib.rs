@@ -180,11 +180,12 @@ pub async fn run(
         catalog.clone(),
         on_swap,
     )?);
-    let staff = http::catalog_api::router(http::catalog_api::StaffState {
-        service: service.clone(),
-        token: settings.catalog.token.clone(),
-        metrics: metrics.clone(),
-    });
+    let staff = http::catalog_api::router(http::catalog_api::StaffState::new(
+        service.clone(),
+        settings.catalog.token.clone(),
+        metrics.clone(),
+        settings.catalog.receive_timeout,
+    ));
     if settings.catalog.token.is_none() {
         tracing::warn!(
             "no staff token configured (catalog.token_file / catalog.token_env): the catalog staff API refuses every request"
@@ -196,6 +197,9 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let app = http::router(state);
+    let mut limits = settings.server.limits;
+    limits.max_connections = http::serve::fit_to_fd_limit(limits.max_connections);
+    let pool = http::serve::Pool::new(limits);
     let (app, staff_server) = match settings.server.staff_listen {
         None => (app.merge(staff), None),
         Some(staff_addr) => {
@@ -210,25 +214,14 @@ pub async fn run(
                 source,
             })?;
             let staff_stop = stopped(http_stop_rx.clone());
-            let handle = tokio::spawn(async move {
-                axum::serve(l, staff)
-                    .with_graceful_shutdown(staff_stop)
-                    .await
-            });
+            let handle = tokio::spawn(http::serve::serve(l, staff, pool.clone(), staff_stop));
             (hooks.on_staff_listen)(bound);
             (app, Some(handle))
         }
     };
     let http_stop = stopped(http_stop_rx);
-    let server = tokio::spawn(async move {
-        // Peer addresses let the debug view serve camera frames to local browsers only.
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_stop)
-        .await
-    });
+    // Peer addresses (ConnectInfo) let the debug view serve camera frames to local browsers only.
+    let server = tokio::spawn(http::serve::serve(listener, app, pool, http_stop));
     (hooks.on_listen)(addr);
 
     // Catalog and models load in parallel: the active version is reloaded from its dump (or the
@@ -332,6 +325,16 @@ pub async fn run(
         })
     };
     (hooks.on_ready)();
+    // Leftovers of interrupted catalog writes were only moved aside at start-up; deleting them
+    // (possibly tens of thousands of files) waits until the appliance serves.
+    {
+        let service = service.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(store) = service.store() {
+                store.empty_trash();
+            }
+        });
+    }
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -351,8 +354,7 @@ pub async fn run(
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, staff).await;
     }
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(DaemonError::Internal(format!("HTTP server: {e}"))),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(DaemonError::Internal(format!("HTTP server task: {e}"))),
         Err(_) => {
             tracing::warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; closing them");

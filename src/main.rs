@@ -230,6 +230,12 @@ fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
     Ok(Settings::load(&path)?)
 }
 
+/// For `vitrine catalog …`: none of these talks to the staff API, so none needs its token.
+fn load_offline(config: Option<PathBuf>) -> anyhow::Result<Settings> {
+    let path = config.unwrap_or_else(default_config_path);
+    Ok(Settings::load_without_token(&path)?)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -393,7 +399,7 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             out,
             version,
         } => {
-            let settings = load(config)?;
+            let settings = load_offline(config)?;
             let n = vitrine::build_catalog(&settings, &images, &meta, &out, &version)?;
             println!("wrote {n} items to {}", out.display());
         }
@@ -403,7 +409,7 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             no_activate,
             label,
         } => {
-            let settings = load(config)?;
+            let settings = load_offline(config)?;
             let info = cli::import(&settings, &bundle, !no_activate, label)?;
             println!(
                 "stored version {} ('{}', {} items){}",
@@ -417,11 +423,11 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             }
         }
         CatalogCommand::Verify { config, bundle } => {
-            let settings = load(config)?;
+            let settings = load_offline(config)?;
             println!("{}", cli::verify(&settings, &bundle)?);
         }
         CatalogCommand::List { config, json } => {
-            let settings = load(config)?;
+            let settings = load_offline(config)?;
             let list = cli::list(&settings)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -440,12 +446,12 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             }
         }
         CatalogCommand::Activate { config, id } => {
-            let settings = load(config)?;
+            let settings = load_offline(config)?;
             let info = cli::activate(&settings, &id)?;
             println!("version {} ('{}') is now active", info.id, info.label);
         }
         CatalogCommand::Rollback { config } => {
-            let settings = load(config)?;
+            let settings = load_offline(config)?;
             let info = cli::rollback(&settings)?;
             println!("rolled back to version {} ('{}')", info.id, info.label);
         }

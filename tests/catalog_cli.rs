@@ -11,13 +11,23 @@ use catalog_support::*;
 use vitrine::catalog::synth::Embeddings;
 
 fn vitrine(cfg: &std::path::Path, args: &[&str]) -> Output {
+    run(cfg, args, true)
+}
+
+/// `vitrine catalog ARGS`, with or without the staff token's variable set.
+fn run(cfg: &std::path::Path, args: &[&str], token: bool) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitrine"));
     cmd.args(["catalog"])
         .args(&args[..1])
         .arg("--config")
         .arg(cfg)
         .args(&args[1..]);
-    cmd.env(TOKEN_ENV, TOKEN).output().expect("run vitrine")
+    if token {
+        cmd.env(TOKEN_ENV, TOKEN);
+    } else {
+        cmd.env_remove(TOKEN_ENV);
+    }
+    cmd.output().expect("run vitrine")
 }
 
 fn text(o: &Output) -> String {
@@ -107,6 +117,32 @@ fn staff_cli_verify_import_list_activate_rollback() {
         "{}",
         text(&o)
     );
+
+    // Only canonical version ids: `./v0002` once reached the same folder under another name.
+    for bad in ["./v0002", "v0002/", "../versions/v0002", "v2"] {
+        let o = vitrine(&cfg, &["activate", bad]);
+        assert!(!o.status.success(), "{bad}: {}", text(&o));
+        assert!(
+            text(&o).contains("is not a catalog version id"),
+            "{bad}: {}",
+            text(&o)
+        );
+    }
+
+    // No verb needs the staff token: on an installed box it lives only in the service's
+    // environment file.
+    for args in [
+        vec!["list"],
+        vec!["verify", a.to_str().expect("utf8")],
+        vec!["activate", "v0001"],
+    ] {
+        let o = run(&cfg, &args, false);
+        assert!(
+            o.status.success(),
+            "{args:?} without the token: {}",
+            text(&o)
+        );
+    }
 
     // While the daemon runs it holds the data folder: the CLI says so instead of writing.
     let mut d = Daemon::start(&cfg, &[]);

@@ -320,9 +320,21 @@ fn corrupt_frames_are_counted_and_skipped() {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        if value("vitrine_frames_corrupt_total") >= 2.0
-            && value("vitrine_frames_processed_total") >= 6.0
-        {
+        let corrupt = value("vitrine_frames_corrupt_total");
+        if corrupt >= 3.0 && value("vitrine_frames_processed_total") >= 6.0 {
+            // Logged at warn, naming the file, but not once per frame.
+            let log = d.log_text();
+            let warned: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("skipped a corrupt frame"))
+                .collect();
+            assert!(
+                warned
+                    .first()
+                    .is_some_and(|l| l.contains("WARN") && l.contains("vtest_0002b.jpg")),
+                "{log}"
+            );
+            assert!((warned.len() as f64) < corrupt, "rate-limited: {warned:?}");
             break;
         }
         assert!(

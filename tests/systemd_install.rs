@@ -93,8 +93,12 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
         "upload_limit_mb",
         "import_threads",
         "import_nice",
+        "receive_timeout_s",
     ] {
         assert_eq!(cfg["catalog"][key], demo["catalog"][key], "catalog.{key}");
+    }
+    for key in ["max_connections", "header_timeout_s", "idle_timeout_s"] {
+        assert_eq!(cfg["server"][key], demo["server"][key], "server.{key}");
     }
     for key in ["intra_threads", "spinning", "require_gpu"] {
         assert_eq!(cfg["runtime"][key], demo["runtime"][key], "runtime.{key}");

@@ -99,6 +99,42 @@ fn nap(d: Duration, stop: &AtomicBool) {
     }
 }
 
+/// At most one warning per this long about corrupt frames: a camera sending garbage at 30 fps
+/// must not flood the journal, yet a technician sees the first one and which file or device.
+const CORRUPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets one event through per period and counts the ones held back.
+#[derive(Debug)]
+struct RateLimit {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl RateLimit {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(events held back since the last one let through)` when this one may be logged.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < self.every => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
 fn run(
     source: &mut dyn FrameSource,
     slot: &LatestSlot,
@@ -110,6 +146,7 @@ fn run(
     let mut backoff = BACKOFF_START;
     let mut open = false;
     let mut corrupt_run = 0;
+    let mut corrupt_log = RateLimit::new(CORRUPT_LOG_EVERY);
     let mut seq = 0u64;
     let consumer_paced = source.paced_by_consumer();
     while !stop.load(Ordering::Relaxed) {
@@ -171,10 +208,15 @@ fn run(
                         Some(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
                 });
             }
-            Err(CaptureError::Corrupt { message, .. }) => {
+            Err(e @ CaptureError::Corrupt { .. }) => {
                 metrics.frames_corrupt.inc();
                 corrupt_run += 1;
-                tracing::debug!(%message, "skipped a corrupt frame");
+                if let Some(suppressed) = corrupt_log.admit(Instant::now()) {
+                    tracing::warn!(error = %e, similar_since_last = suppressed, "skipped a corrupt frame");
+                }
+                let CaptureError::Corrupt { message, .. } = e else {
+                    continue;
+                };
                 if corrupt_run >= CORRUPT_RUN_LIMIT {
                     fail(
                         source,
@@ -220,6 +262,22 @@ mod tests {
     use super::*;
     use image::RgbImage;
     use std::collections::VecDeque;
+
+    #[test]
+    fn corrupt_frame_warnings_are_rate_limited() {
+        let mut r = RateLimit::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(r.admit(t0), Some(0), "the first one is logged");
+        for i in 1..=29 {
+            assert_eq!(r.admit(t0 + Duration::from_millis(100 * i)), None);
+        }
+        assert_eq!(
+            r.admit(t0 + Duration::from_secs(10)),
+            Some(29),
+            "the next one, with the count held back"
+        );
+        assert_eq!(r.admit(t0 + Duration::from_secs(11)), None);
+    }
 
     /// A source that plays a script of events: a stand-in for a camera being unplugged, since
     /// this kernel has no V4L2 to unplug.

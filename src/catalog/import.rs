@@ -568,7 +568,8 @@ impl CatalogService {
 
     fn prune(&self) {
         if let Ok(store) = self.store() {
-            match store.prune(self.cfg.versions_kept) {
+            let serving = self.shared.load().version.clone();
+            match store.prune(self.cfg.versions_kept, &serving) {
                 Ok(gone) if !gone.is_empty() => {
                     tracing::info!(?gone, "old catalog versions pruned")
                 }

@@ -61,6 +61,10 @@ pub enum CatalogError {
     Locked { path: PathBuf },
     #[error("there is no catalog version '{0}' (list them with `vitrine catalog list`)")]
     NoSuchVersion(String),
+    #[error(
+        "{0:?} is not a catalog version id: ids are 'v' and four or more digits, e.g. v0007 (list them with `vitrine catalog list` or GET /api/catalog/versions)"
+    )]
+    BadVersionId(String),
     #[error("there is no item '{0}' in the active catalog")]
     NoSuchItem(String),
     #[error("there is no earlier catalog version to roll back to")]
@@ -113,6 +117,7 @@ impl CatalogError {
             },
             CatalogError::Locked { path } => CatalogError::Locked { path: path.clone() },
             CatalogError::NoSuchVersion(v) => CatalogError::NoSuchVersion(v.clone()),
+            CatalogError::BadVersionId(v) => CatalogError::BadVersionId(v.clone()),
             CatalogError::NoSuchItem(v) => CatalogError::NoSuchItem(v.clone()),
             CatalogError::NothingToRollBack => CatalogError::NothingToRollBack,
             e => CatalogError::Other(e.to_string()),

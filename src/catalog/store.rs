@@ -5,9 +5,10 @@
 //! data/ACTIVE                   {"active": "v0007", "history": ["v0005", "v0006"]}
 //! data/versions/v0007/          version.json, items.jsonl, index/<g>.hnsw.{graph,data},
 //!                               index/<g>.members, index/<g>.overlay.npy, images/
-//! data/versions/.tmp-v0008/     a version being written (removed at start-up)
-//! data/versions/.trash-v0001/   a version being deleted (removed at start-up)
-//! data/work/                    uploads and unpacked bundles (emptied at start-up)
+//! data/versions/.tmp-v0008/     a version being written (moved to trash/ at start-up)
+//! data/versions/.trash-v0001/   a version being deleted (moved to trash/ at start-up)
+//! data/work/                    uploads and unpacked bundles (moved to trash/ at start-up)
+//! data/trash/                   leftovers of interrupted writes, deleted once the daemon serves
 //! ```
 //!
 //! Crash safety comes from two atomic renames. A version is written under a temporary name,
@@ -18,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -148,8 +149,46 @@ pub fn write_durable(path: &Path, bytes: &[u8], stage: Option<&str>) -> Result<(
     Ok(())
 }
 
+/// The number of a canonical version id (`v0007`, `v12345`: `v`, then the number zero-padded to
+/// four digits), `None` for anything else. Only canonical ids name versions: an id is joined to
+/// `versions/`, so `./v0007` or an absolute path would reach the same folder under another name,
+/// and pruning, which compares names, would delete a version still in use.
 fn version_number(id: &str) -> Option<u64> {
-    id.strip_prefix('v')?.parse().ok()
+    let digits = id.strip_prefix('v')?;
+    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    (format!("{n:04}") == digits).then_some(n)
+}
+
+/// Whether `id` is a version id as the store writes them (see [`version_number`]).
+pub fn is_version_id(id: &str) -> bool {
+    version_number(id).is_some()
+}
+
+/// Refuses anything but a canonical version id, naming the expected form.
+pub fn check_version_id(id: &str) -> Result<(), CatalogError> {
+    if is_version_id(id) {
+        Ok(())
+    } else {
+        Err(CatalogError::BadVersionId(id.chars().take(200).collect()))
+    }
+}
+
+/// `path` with `.` and `..` resolved textually (`..` at the root stays at the root).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Where each item's image comes from when a version is written.
@@ -194,6 +233,7 @@ impl Store {
         };
         if write {
             store.sweep()?;
+            store.repair_active()?;
         }
         Ok(store)
     }
@@ -219,30 +259,148 @@ impl Store {
         self.root.join("work")
     }
 
-    /// Removes what interrupted writes left: temporary and half-deleted versions, uploads.
+    fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    /// Moves what interrupted writes left (temporary and half-deleted versions, uploads) into
+    /// `trash/`. Renames only: start-up must not wait while a 50,000-image folder is deleted;
+    /// [`Self::empty_trash`] deletes them once the daemon is ready.
     fn sweep(&self) -> Result<(), CatalogError> {
+        let trash = self.trash_dir();
+        std::fs::create_dir_all(&trash).map_err(werr(&trash))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let dir = self.versions_dir();
+        let mut moved = 0;
         for e in std::fs::read_dir(&dir).map_err(rerr(&dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(".tmp-") || name.starts_with(".trash-") {
-                tracing::info!(path = %e.path().display(), "removing the leftover of an interrupted catalog write");
-                std::fs::remove_dir_all(e.path()).map_err(werr(&e.path()))?;
+                let to = trash.join(format!("{}-{stamp}", name.trim_start_matches('.')));
+                std::fs::rename(e.path(), &to).map_err(werr(&e.path()))?;
+                moved += 1;
             }
         }
         let work = self.work_dir();
-        for e in std::fs::read_dir(&work).map_err(rerr(&work))?.flatten() {
-            let p = e.path();
-            let _ = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
+        if std::fs::read_dir(&work)
+            .map_err(rerr(&work))?
+            .next()
+            .is_some()
+        {
+            std::fs::rename(&work, trash.join(format!("work-{stamp}"))).map_err(werr(&work))?;
+            std::fs::create_dir_all(&work).map_err(werr(&work))?;
+            moved += 1;
+        }
+        if moved > 0 {
+            tracing::info!(
+                leftovers = moved,
+                "moved the leftovers of interrupted catalog writes to trash/; deleting them in the background"
+            );
         }
         let _ = std::fs::remove_file(self.root.join("ACTIVE.tmp"));
         Ok(())
     }
 
+    /// Deletes what [`Self::sweep`] moved to `trash/`; returns how many entries went.
+    pub fn empty_trash(&self) -> usize {
+        let trash = self.trash_dir();
+        let Ok(entries) = std::fs::read_dir(&trash) else {
+            return 0;
+        };
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        for e in entries.flatten() {
+            let p = e.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => n += 1,
+                Err(err) => {
+                    tracing::warn!(path = %p.display(), error = %err, "cannot delete a leftover of an interrupted catalog write")
+                }
+            }
+        }
+        if n > 0 {
+            tracing::info!(
+                leftovers = n,
+                took_ms = started.elapsed().as_millis() as u64,
+                "deleted the leftovers of interrupted catalog writes"
+            );
+        }
+        n
+    }
+
+    /// `ACTIVE` with every id in canonical form (see [`Self::canonical_pointer`]).
     pub fn read_active(&self) -> Result<Option<ActivePointer>, CatalogError> {
+        Ok(self
+            .read_active_raw()?
+            .map(|raw| self.canonical_pointer(&raw)))
+    }
+
+    /// Rewrites an `ACTIVE` that names versions by non-canonical ids (older builds accepted
+    /// `./v0002` from the staff API and stored it as is).
+    fn repair_active(&self) -> Result<(), CatalogError> {
+        let Some(raw) = self.read_active_raw()? else {
+            return Ok(());
+        };
+        let fixed = self.canonical_pointer(&raw);
+        // With no usable active id, loading falls back to the history and rewrites the file.
+        if fixed != raw && !fixed.active.is_empty() {
+            tracing::warn!(was = ?raw, now = ?fixed, "ACTIVE named catalog versions by non-canonical ids; rewritten");
+            self.write_active(&fixed)?;
+        }
+        Ok(())
+    }
+
+    /// The version folder a stored id reaches, as a canonical id: `v0002` itself, or `./v0002`,
+    /// `v0002/`, `../versions/v0002` or an absolute path to it as older builds stored them.
+    /// `None` for a path to anywhere else.
+    fn resolve_stored_id(&self, id: &str) -> Option<String> {
+        if is_version_id(id) {
+            return Some(id.into());
+        }
+        let versions = self.versions_dir();
+        let joined = versions.join(id);
+        let named = |p: &Path, dir: &Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| is_version_id(n) && p.parent() == Some(dir))
+                .map(String::from)
+        };
+        named(&lexical(&joined), &lexical(&versions)).or_else(|| {
+            // Through symbolic links: compare where both really are.
+            let real = std::fs::canonicalize(&joined).ok()?;
+            named(&real, &std::fs::canonicalize(&versions).ok()?)
+        })
+    }
+
+    /// `raw` with its ids canonical; ids that reach no version folder are dropped (an unknown
+    /// active one leaves `active` empty, so loading falls back to the history).
+    fn canonical_pointer(&self, raw: &ActivePointer) -> ActivePointer {
+        let active = self.resolve_stored_id(&raw.active).unwrap_or_else(|| {
+            if !raw.active.is_empty() {
+                tracing::error!(active = %raw.active, "ACTIVE names no catalog version folder; ignoring it");
+            }
+            String::new()
+        });
+        let mut history: Vec<String> = Vec::new();
+        for h in &raw.history {
+            match self.resolve_stored_id(h) {
+                Some(id) if id != active && !history.contains(&id) => history.push(id),
+                Some(_) => {}
+                None => {
+                    tracing::warn!(version = %h, "dropping a rollback entry that names no catalog version folder")
+                }
+            }
+        }
+        ActivePointer { active, history }
+    }
+
+    fn read_active_raw(&self) -> Result<Option<ActivePointer>, CatalogError> {
         let p = self.root.join("ACTIVE");
         match std::fs::read(&p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -274,7 +432,9 @@ impl Store {
         Ok(ids.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// A stored version's `version.json`; `id` must be canonical.
     pub fn info(&self, id: &str) -> Result<VersionInfo, CatalogError> {
+        check_version_id(id)?;
         let p = self.version_dir(id).join("version.json");
         let b = std::fs::read(&p).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -283,10 +443,20 @@ impl Store {
                 rerr(&p)(e)
             }
         })?;
-        serde_json::from_slice(&b).map_err(|e| CatalogError::Invalid {
-            path: p,
+        let info: VersionInfo = serde_json::from_slice(&b).map_err(|e| CatalogError::Invalid {
+            path: p.clone(),
             problems: vec![e.to_string()],
-        })
+        })?;
+        if info.id != id {
+            return Err(CatalogError::Invalid {
+                path: p,
+                problems: vec![format!(
+                    "it says it is version '{}' but lies in folder '{id}'",
+                    info.id
+                )],
+            });
+        }
+        Ok(info)
     }
 
     pub fn list(&self) -> Result<Vec<VersionSummary>, CatalogError> {
@@ -510,7 +680,8 @@ impl Store {
         ))
     }
 
-    /// Makes `id` the active version; the one it replaces goes on the rollback history.
+    /// Makes `id` (canonical) the active version; the one it replaces goes on the rollback
+    /// history.
     pub fn activate(&self, id: &str, keep_history: usize) -> Result<ActivePointer, CatalogError> {
         self.info(id)?;
         let mut ptr = self.read_active()?.unwrap_or_default();
@@ -547,6 +718,9 @@ impl Store {
     }
 
     fn write_active(&self, ptr: &ActivePointer) -> Result<(), CatalogError> {
+        for id in std::iter::once(&ptr.active).chain(&ptr.history) {
+            check_version_id(id)?;
+        }
         let json = serde_json::to_vec(ptr).map_err(|e| CatalogError::Other(e.to_string()))?;
         write_durable(
             &self.root.join("ACTIVE"),
@@ -555,14 +729,16 @@ impl Store {
         )
     }
 
-    /// Deletes the oldest versions beyond `keep`, never the active one nor its history.
-    pub fn prune(&self, keep: usize) -> Result<Vec<String>, CatalogError> {
+    /// Deletes the oldest versions beyond `keep`, never the active one nor its history, nor
+    /// `serving` (the version in memory, whatever `ACTIVE` says). All ids compared are
+    /// canonical, so no other spelling of a version's name can get it deleted.
+    pub fn prune(&self, keep: usize, serving: &str) -> Result<Vec<String>, CatalogError> {
         let ptr = self.read_active()?.unwrap_or_default();
         let ids = self.version_ids()?;
         let mut removed = Vec::new();
         let excess = ids.len().saturating_sub(keep);
         for id in ids.into_iter().take(excess) {
-            if id == ptr.active || ptr.history.contains(&id) {
+            if id == ptr.active || id == serving || ptr.history.contains(&id) {
                 continue;
             }
             let from = self.version_dir(&id);
@@ -613,6 +789,117 @@ mod tests {
             groups: vec![],
             warnings: vec![],
         }
+    }
+
+    #[test]
+    fn only_canonical_version_ids_are_ids() {
+        for ok in ["v0001", "v0042", "v9999", "v10000", "v123456"] {
+            assert!(is_version_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "v",
+            "v1",
+            "v001",
+            "v00001",
+            "V0001",
+            "v+001",
+            "v-001",
+            "./v0001",
+            "v0001/",
+            "../versions/v0001",
+            "/data/versions/v0001",
+            "v0001 ",
+            " v0001",
+            "v0x01",
+            "v١٢٣٤",
+        ] {
+            assert!(!is_version_id(bad), "{bad:?}");
+            assert!(matches!(
+                check_version_id(bad),
+                Err(CatalogError::BadVersionId(_))
+            ));
+        }
+    }
+
+    /// A store with versions v0001..=v000n of a small catalog.
+    fn store_with_versions(data: &Path, n: usize) -> Store {
+        let src = data.join("src");
+        std::fs::create_dir_all(src.join("images")).expect("mkdir");
+        image::RgbImage::new(2, 2)
+            .save(src.join("images/a.png"))
+            .expect("png");
+        let store = Store::open(&data.join("data"), true).expect("open");
+        for _ in 0..n {
+            let id = store.next_id().expect("id");
+            let meta = CatalogMeta {
+                version: id.clone(),
+                label: id.clone(),
+                root: store.version_dir(&id),
+                dim: 8,
+                embedder_sha256: Some("s".into()),
+            };
+            let cat = Catalog::build(
+                meta,
+                items(10, "a"),
+                random_unit_vectors(10, 8, 1),
+                &IndexParams::default(),
+                &|_, _| {},
+            );
+            let img = ImageSource::Bundle {
+                dir: &src,
+                owned: false,
+            };
+            store.write_version(&cat, info(&id), img).expect("write");
+        }
+        store
+    }
+
+    #[test]
+    fn other_spellings_of_an_id_are_refused_and_never_get_a_served_version_pruned() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = store_with_versions(tmp.path(), 6);
+        store.activate("v0001", 5).expect("activate");
+        let abs = store.version_dir("v0002").display().to_string();
+        for bad in ["./v0002", "v0002/", "../versions/v0002", abs.as_str()] {
+            assert!(
+                matches!(store.activate(bad, 5), Err(CatalogError::BadVersionId(_))),
+                "{bad}"
+            );
+            assert!(matches!(
+                store.info(bad),
+                Err(CatalogError::BadVersionId(_))
+            ));
+        }
+        // ACTIVE as an older build wrote it after `activate ./v0002`.
+        let old = format!(
+            r#"{{"active":"./v0002","history":["v0001","{abs}","/elsewhere/versions/v0003"]}}"#
+        );
+        std::fs::write(store.root().join("ACTIVE"), &old).expect("ACTIVE");
+        let expect = ActivePointer {
+            active: "v0002".into(),
+            history: vec!["v0001".into()],
+        };
+        assert_eq!(store.read_active().expect("read"), Some(expect.clone()));
+        let removed = store.prune(2, "").expect("prune");
+        assert!(
+            !removed.contains(&"v0002".to_string()) && !removed.contains(&"v0001".to_string()),
+            "the active version and its rollback target survive: {removed:?}"
+        );
+        assert_eq!(removed, vec!["v0003".to_string(), "v0004".to_string()]);
+        // Opening for writing rewrites ACTIVE in canonical form.
+        drop(store);
+        let store = Store::open(&tmp.path().join("data"), true).expect("reopen");
+        let on_disk: ActivePointer =
+            serde_json::from_slice(&std::fs::read(store.root().join("ACTIVE")).expect("read"))
+                .expect("json");
+        assert_eq!(on_disk, expect);
+        // The version in memory is kept even when ACTIVE no longer names it.
+        std::fs::write(store.root().join("ACTIVE"), r#"{"active":"v0001"}"#).expect("ACTIVE");
+        assert_eq!(
+            store.prune(1, "v0005").expect("prune"),
+            vec!["v0002".to_string()]
+        );
     }
 
     #[test]
@@ -724,14 +1011,33 @@ mod tests {
                 )
                 .expect("write");
         }
-        let removed = store.prune(2).expect("prune");
+        let removed = store.prune(2, "v0002").expect("prune");
         // v0001 is the rollback target and v0002 active: both survive; v0003 goes.
         assert_eq!(removed, vec!["v0003".to_string()]);
         drop(store);
-        // Leftovers of an interrupted write disappear at the next open.
-        std::fs::create_dir_all(data.path().join("versions/.tmp-v0009")).expect("mkdir");
+        // Leftovers of an interrupted write are out of the way at the next open, and deleted
+        // later: a large one must not hold up start-up.
+        let leftover = data.path().join("versions/.tmp-v0009/images");
+        std::fs::create_dir_all(&leftover).expect("mkdir");
+        std::fs::write(leftover.join("x.jpg"), b"x").expect("write");
+        std::fs::create_dir_all(data.path().join("work/j1")).expect("mkdir");
         let store = Store::open(data.path(), true).expect("reopen");
         assert!(!data.path().join("versions/.tmp-v0009").exists());
+        assert!(
+            std::fs::read_dir(store.work_dir())
+                .expect("work")
+                .next()
+                .is_none(),
+            "work/ is empty"
+        );
+        let trash = || {
+            std::fs::read_dir(data.path().join("trash"))
+                .expect("trash")
+                .count()
+        };
+        assert_eq!(trash(), 2, "moved, not yet deleted");
+        assert_eq!(store.empty_trash(), 2);
+        assert_eq!(trash(), 0);
         assert_eq!(
             store.read_active().expect("a").expect("some").active,
             "v0002"

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::capture::SourceConfig;
 use crate::catalog::IndexParams;
+use crate::http::serve::ConnLimits;
 use crate::recommend::TrackerSettings;
 use crate::vision::geometry::NmsParams;
 use crate::vision::preprocess::ResizeMode;
@@ -61,6 +62,15 @@ pub struct RawServer {
     /// the pipeline unless a technician turns this on.
     #[serde(default)]
     pub debug_view: bool,
+    /// Open HTTP connections at most (both listeners together).
+    #[serde(default = "max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client gets to send a request's headers (also the keep-alive idle timeout).
+    #[serde(default = "header_timeout_s")]
+    pub header_timeout_s: u64,
+    /// Seconds a connection may stay silent while no handler is working on it.
+    #[serde(default = "idle_timeout_s")]
+    pub idle_timeout_s: u64,
 }
 
 impl Default for RawServer {
@@ -69,12 +79,53 @@ impl Default for RawServer {
             listen: default_listen(),
             staff_listen: None,
             debug_view: false,
+            max_connections: max_connections(),
+            header_timeout_s: header_timeout_s(),
+            idle_timeout_s: idle_timeout_s(),
         }
     }
 }
 
+fn max_connections() -> usize {
+    1024
+}
+fn header_timeout_s() -> u64 {
+    10
+}
+fn idle_timeout_s() -> u64 {
+    60
+}
+
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
+}
+
+impl RawServer {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(1..=65536).contains(&self.max_connections) {
+            p.push(format!(
+                "server.max_connections = {} must be between 1 and 65536",
+                self.max_connections
+            ));
+        }
+        if !(1..=300).contains(&self.header_timeout_s) {
+            p.push(format!(
+                "server.header_timeout_s = {} must be between 1 and 300",
+                self.header_timeout_s
+            ));
+        }
+        // The display's event stream is silent between pings; it must outlive them.
+        let ping = crate::http::display::PING_INTERVAL.as_secs();
+        if !(ping + 5..=3600).contains(&self.idle_timeout_s) {
+            p.push(format!(
+                "server.idle_timeout_s = {} must be between {} (the display's ping interval + 5) and 3600",
+                self.idle_timeout_s,
+                ping + 5
+            ));
+        }
+        p
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +222,13 @@ pub struct RawCatalog {
     /// Environment variable holding the staff API's bearer token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Seconds an upload may send nothing before it is abandoned and the catalog freed.
+    #[serde(default = "receive_timeout_s")]
+    pub receive_timeout_s: u64,
+}
+
+fn receive_timeout_s() -> u64 {
+    30
 }
 
 fn data_dir() -> PathBuf {
@@ -303,6 +361,7 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub staff_listen: Option<SocketAddr>,
     pub debug_view: bool,
+    pub limits: ConnLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +395,8 @@ pub struct CatalogSettings {
     pub import_nice: i32,
     /// `None`: the staff API refuses every request.
     pub token: Option<StaffToken>,
+    /// An upload silent for this long is abandoned.
+    pub receive_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -382,6 +443,23 @@ impl Settings {
         Self::from_raw(raw, path)
     }
 
+    /// [`Self::load`] for commands that never serve the staff API (`vitrine catalog …`): the
+    /// staff token is not read, so they work where it lives only in the service's environment
+    /// (`catalog.token`: `None`).
+    pub fn load_without_token(path: &Path) -> Result<Self, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            path: path.into(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![format!("cannot read the file: {e}")]))?;
+        let mut raw: RawConfig = toml::from_str(&text)
+            .map_err(|e| fail(vec![e.to_string().trim().replace('\n', "\n    ")]))?;
+        raw.catalog.token_file = None;
+        raw.catalog.token_env = None;
+        Self::from_raw(raw, path)
+    }
+
     pub fn from_raw(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
         let base = path
             .parent()
@@ -411,6 +489,8 @@ impl Settings {
         {
             problems.push(format!("server.listen ({a}) and server.staff_listen ({b}) clash: give the staff API its own port"));
         }
+
+        problems.extend(raw.server.problems());
 
         let library = raw.runtime.onnxruntime.as_ref().map(|p| base.join(p));
         if let Some(l) = library.as_ref().filter(|l| !l.is_file()) {
@@ -513,6 +593,12 @@ impl Settings {
                 c.import_threads
             ));
         }
+        if !(1..=3600).contains(&c.receive_timeout_s) {
+            problems.push(format!(
+                "catalog.receive_timeout_s = {} must be between 1 and 3600",
+                c.receive_timeout_s
+            ));
+        }
         let token = c.token(base, &mut problems);
         if !(1..=50).contains(&raw.recommend.top_k) {
             problems.push(format!(
@@ -532,6 +618,11 @@ impl Settings {
                     listen,
                     staff_listen,
                     debug_view: raw.server.debug_view,
+                    limits: ConnLimits {
+                        max_connections: raw.server.max_connections,
+                        header_timeout: std::time::Duration::from_secs(raw.server.header_timeout_s),
+                        idle_timeout: std::time::Duration::from_secs(raw.server.idle_timeout_s),
+                    },
                 },
                 runtime: RuntimeSettings {
                     library,
@@ -564,6 +655,7 @@ impl Settings {
                     import_threads: raw.catalog.import_threads,
                     import_nice: raw.catalog.import_nice,
                     token,
+                    receive_timeout: std::time::Duration::from_secs(raw.catalog.receive_timeout_s),
                 },
                 recommend: RecommendSettings {
                     top_k: raw.recommend.top_k,

@@ -15,7 +15,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +39,28 @@ pub struct StaffState {
     pub service: Arc<CatalogService>,
     pub token: Option<StaffToken>,
     pub metrics: Arc<Metrics>,
+    /// An upload that sends nothing for this long is abandoned (`catalog.receive_timeout_s`).
+    pub receive_timeout: Duration,
+    /// Held while an upload is received: one at a time, and apart from the writer lock so that
+    /// activation and rollback never wait behind a slow client.
+    pub receiving: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl StaffState {
+    pub fn new(
+        service: Arc<CatalogService>,
+        token: Option<StaffToken>,
+        metrics: Arc<Metrics>,
+        receive_timeout: Duration,
+    ) -> Self {
+        Self {
+            service,
+            token,
+            metrics,
+            receive_timeout,
+            receiving: Arc::default(),
+        }
+    }
 }
 
 /// How long an edit waits for a running write (another edit, an activation) before answering
@@ -58,11 +81,12 @@ pub fn router(state: StaffState) -> Router {
         .route("/api/catalog/jobs/{id}", get(job))
         .route(
             "/api/catalog/items/{id}",
-            put(put_item)
-                .delete(delete_item)
-                .get(get_item)
-                .layer(DefaultBodyLimit::max(ITEM_BODY_LIMIT)),
+            put(put_item).delete(delete_item).get(get_item),
         )
+        .layer(middleware::from_fn_with_state(
+            Arc::<str>::from(state.service.config().data_dir.display().to_string()),
+            relative_paths,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -80,6 +104,8 @@ pub enum StaffError {
     BadRequest(String),
     NotFound(String),
     TooLarge(u64),
+    ItemTooLarge,
+    Timeout(Duration),
     Busy(String),
     Catalog {
         error: CatalogError,
@@ -120,6 +146,24 @@ impl IntoResponse for StaffError {
                 vec![],
                 None,
             ),
+            StaffError::ItemTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the item is larger than {} MiB: send a smaller image (image_base64)",
+                    ITEM_BODY_LIMIT >> 20
+                ),
+                vec![],
+                None,
+            ),
+            StaffError::Timeout(t) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "nothing was received for {} s (catalog.receive_timeout_s); the upload was abandoned, send it again",
+                    t.as_secs()
+                ),
+                vec![],
+                None,
+            ),
             StaffError::Busy(m) => (StatusCode::CONFLICT, m, vec![], None),
             StaffError::Catalog { error, job } => {
                 let status = match &error {
@@ -127,6 +171,7 @@ impl IntoResponse for StaffError {
                         StatusCode::UNPROCESSABLE_ENTITY
                     }
                     CatalogError::NoSuchVersion(_) | CatalogError::NoSuchItem(_) => StatusCode::NOT_FOUND,
+                    CatalogError::BadVersionId(_) => StatusCode::BAD_REQUEST,
                     CatalogError::NothingToRollBack | CatalogError::Locked { .. } => StatusCode::CONFLICT,
                     CatalogError::Read { .. } | CatalogError::Write { .. } | CatalogError::Other(_) => {
                         tracing::error!(error = %error, "staff request failed");
@@ -168,7 +213,7 @@ pub fn token_matches(given: &str, expected: &StaffToken) -> bool {
 
 async fn require_token(State(s): State<StaffState>, req: Request, next: Next) -> Response {
     let Some(expected) = &s.token else {
-        return StaffError::Disabled.into_response();
+        return refuse(req, StaffError::Disabled).await;
     };
     let given = req
         .headers()
@@ -179,8 +224,46 @@ async fn require_token(State(s): State<StaffState>, req: Request, next: Next) ->
     if token_matches(given.trim(), expected) {
         next.run(req).await
     } else {
-        StaffError::Unauthorized.into_response()
+        refuse(req, StaffError::Unauthorized).await
     }
+}
+
+/// Largest JSON answer [`relative_paths`] rewrites; errors and job reports are far smaller.
+const REWRITE_LIMIT: u64 = 1 << 20;
+
+/// JSON answers (errors, job reports) name files relative to the data folder
+/// (`work/j…/items.jsonl`): where the folder lies on the box is none of the client's business,
+/// and it only makes messages long.
+async fn relative_paths(State(root): State<Arc<str>>, req: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    let resp = next.run(req).await;
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let small = resp
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= REWRITE_LIMIT);
+    if !json || !small || root.len() < 2 {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, REWRITE_LIMIT as usize).await else {
+        return StaffError::Internal("a staff answer could not be read back".into())
+            .into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.contains(&*root) {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let root = root.trim_end_matches('/');
+    let fixed = text
+        .replace(&format!("{root}/"), "")
+        .replace(root, "the data folder");
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(fixed))
 }
 
 /// Runs `f` on its own lower-priority thread (it may build indexes or run the embedder) and
@@ -202,23 +285,26 @@ async fn on_worker<T: Send + 'static>(
         .map_err(|_| StaffError::Internal("the catalog thread ended without an answer".into()))
 }
 
+/// 409 naming the catalog change that holds the writer.
+fn writer_busy(s: &StaffState) -> StaffError {
+    let running = s
+        .service
+        .jobs()
+        .into_iter()
+        .find(|j| j.state == "running" && j.stage != "receiving")
+        .map(|j| format!(" (job {}, {})", j.id, j.stage))
+        .unwrap_or_default();
+    StaffError::Busy(format!(
+        "another catalog change is running{running}; try again when it has finished"
+    ))
+}
+
 async fn writer_lock(
     s: &StaffState,
     wait: Duration,
 ) -> Result<tokio::sync::OwnedMutexGuard<()>, StaffError> {
     let lock = s.service.writer.clone();
-    let busy = || {
-        let running = s
-            .service
-            .jobs()
-            .into_iter()
-            .find(|j| j.state == "running")
-            .map(|j| format!(" (job {}, {})", j.id, j.stage))
-            .unwrap_or_default();
-        StaffError::Busy(format!(
-            "another catalog change is running{running}; try again when it has finished"
-        ))
-    };
+    let busy = || writer_busy(s);
     if wait.is_zero() {
         lock.try_lock_owned().map_err(|_| busy())
     } else {
@@ -258,6 +344,8 @@ async fn activate(
     State(s): State<StaffState>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<impl IntoResponse, StaffError> {
+    // Before anything else: `./v0002` or a path would reach a version under another name.
+    crate::catalog::store::check_version_id(&id)?;
     let guard = writer_lock(&s, WRITER_WAIT).await?;
     let service = s.service.clone();
     let info = on_worker(&s, move || {
@@ -313,42 +401,74 @@ struct UploadQuery {
 /// `POST /api/catalog/bundles`: the body is a `.tar` or `.tar.gz` bundle.
 async fn upload(
     State(s): State<StaffState>,
-    Query(q): Query<UploadQuery>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, StaffError> {
+    let mut body = body.into_data_stream();
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            drain_refused(&headers, &mut body).await;
+            return Err(StaffError::BadRequest(format!(
+                "{} (known parameters: activate=true|false, label=TEXT)",
+                e.body_text()
+            )));
+        }
+    };
     let limit = s.service.config().upload_limit;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let expects_continue = headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let mut body = body.into_data_stream();
     if declared.is_some_and(|n| n > limit) {
-        // A client waiting for "100 Continue" reads the refusal before sending anything; one
-        // that sends at once would see a reset connection instead of this explanation.
-        if !expects_continue {
-            drain(&mut body).await;
-        }
+        drain_refused(&headers, &mut body).await;
         return Err(StaffError::TooLarge(limit));
     }
-    let guard = writer_lock(&s, Duration::ZERO).await?;
-    let store = s.service.store()?;
+    // A catalog change running now (an import takes minutes) refuses the upload before it is
+    // sent; the writer itself is taken only once the body is in, so a slow client never
+    // holds it.
+    let receiving = match (
+        s.receiving.clone().try_lock_owned(),
+        s.service.writer.try_lock(),
+    ) {
+        (Ok(g), Ok(_)) => g,
+        (_, Err(_)) => {
+            drain_refused(&headers, &mut body).await;
+            return Err(writer_busy(&s));
+        }
+        (Err(_), _) => {
+            drain_refused(&headers, &mut body).await;
+            return Err(StaffError::Busy(
+                "another bundle upload is being received; try again when it has finished".into(),
+            ));
+        }
+    };
+    let store = match s.service.store() {
+        Ok(st) => st,
+        Err(e) => {
+            drain_refused(&headers, &mut body).await;
+            return Err(e.into());
+        }
+    };
     let job = s.service.new_job("import");
     job.stage("receiving", declared.unwrap_or(0));
     let path = store.work_dir().join(format!("{}.upload", job.id()));
-    let received = receive(&mut body, &path, limit, |n| job.progress(n)).await;
+    let received = receive(&mut body, &path, limit, s.receive_timeout, |n| {
+        job.progress(n)
+    })
+    .await;
+    drop(receiving);
     let n = match received {
         Ok(n) => n,
         Err(e) => {
             let _ = tokio::fs::remove_file(&path).await;
             if matches!(e, StaffError::TooLarge(_)) {
-                drain(&mut body).await;
+                drain_stream(&mut body).await;
             }
             job.fail(&CatalogError::Other(match &e {
                 StaffError::TooLarge(_) => "upload over the size limit".into(),
+                StaffError::Timeout(t) => format!("no data for {} s", t.as_secs()),
                 StaffError::BadRequest(m) => m.clone(),
                 other => format!("{other:?}"),
             }));
@@ -362,6 +482,29 @@ async fn upload(
             "the request body is empty: send the bundle as a .tar or .tar.gz body".into(),
         ));
     }
+    // Received in full: only now does the upload need the catalog's writer.
+    let guard = match writer_lock(&s, WRITER_WAIT).await {
+        Ok(g) => g,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            job.fail(&CatalogError::Other(
+                "another catalog change was running".into(),
+            ));
+            return Err(e);
+        }
+    };
+    start_import(&s, job, guard, path, n, q).await
+}
+
+/// Hands a received upload to its import thread and answers once it is validated.
+async fn start_import(
+    s: &StaffState,
+    job: Arc<crate::catalog::import::Job>,
+    guard: tokio::sync::OwnedMutexGuard<()>,
+    path: std::path::PathBuf,
+    n: u64,
+    q: UploadQuery,
+) -> Result<Response, StaffError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (service, job2) = (s.service.clone(), job.clone());
     let activate = q.activate.unwrap_or(true);
@@ -407,15 +550,33 @@ async fn upload(
 }
 
 /// How much of a refused upload is read and thrown away, and for how long, before answering.
-const DRAIN_BYTES: u64 = 16 << 20;
+const DRAIN_BYTES: u64 = 64 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
+/// Answers `err` to a request refused before its body was read, draining the body first.
+async fn refuse(req: Request, err: StaffError) -> Response {
+    let (parts, body) = req.into_parts();
+    drain_refused(&parts.headers, &mut body.into_data_stream()).await;
+    err.into_response()
+}
+
+/// Drains a refused body (see [`drain_stream`]) unless the client waits for "100 Continue":
+/// it then reads the refusal before sending anything, and reading the body would invite it.
+async fn drain_refused(headers: &HeaderMap, body: &mut axum::body::BodyDataStream) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue {
+        drain_stream(body).await;
+    }
+}
+
 /// Reads and discards the rest of a refused body, within [`DRAIN_BYTES`] and [`DRAIN_TIME`]:
-/// HTTP clients (curl without `Expect`, most libraries) finish writing before they read, and a
-/// server that answers 413 and closes mid-upload leaves them with "connection reset" instead of
-/// the limit and the setting to change. Anything larger is cut off; the bound keeps a hostile
-/// client from holding the connection.
-async fn drain(body: &mut axum::body::BodyDataStream) {
+/// HTTP clients (curl without `Expect`, Python's http.client, most libraries) finish writing
+/// before they read, and a server that answers and closes mid-upload leaves them with
+/// "connection reset" or "broken pipe" instead of the explanation. Anything larger is cut off;
+/// the bound keeps a hostile client from holding the connection.
+async fn drain_stream(body: &mut axum::body::BodyDataStream) {
     let mut n: u64 = 0;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(chunk)) = body.next().await {
@@ -428,21 +589,34 @@ async fn drain(body: &mut axum::body::BodyDataStream) {
     .await;
 }
 
-/// Streams a request body to `path`, refusing it past `limit` bytes; returns its size.
+/// The next chunk of a body, or [`StaffError::Timeout`] when none comes within `wait`.
+async fn next_chunk(
+    stream: &mut axum::body::BodyDataStream,
+    wait: Duration,
+) -> Result<Option<Bytes>, StaffError> {
+    match tokio::time::timeout(wait, stream.next()).await {
+        Err(_) => Err(StaffError::Timeout(wait)),
+        Ok(None) => Ok(None),
+        Ok(Some(chunk)) => chunk.map(Some).map_err(|e| {
+            StaffError::BadRequest(format!("the upload was interrupted ({e}); send it again"))
+        }),
+    }
+}
+
+/// Streams a request body to `path`, refusing it past `limit` bytes or when it stalls for
+/// `wait`; returns its size.
 async fn receive(
     stream: &mut axum::body::BodyDataStream,
     path: &std::path::Path,
     limit: u64,
+    wait: Duration,
     progress: impl Fn(u64),
 ) -> Result<u64, StaffError> {
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|e| StaffError::Internal(format!("creating {}: {e}", path.display())))?;
     let mut n: u64 = 0;
-    while let Some(chunk) = stream.next().await {
-        let chunk: Bytes = chunk.map_err(|e| {
-            StaffError::BadRequest(format!("the upload was interrupted ({e}); send it again"))
-        })?;
+    while let Some(chunk) = next_chunk(stream, wait).await? {
         n += chunk.len() as u64;
         if n > limit {
             return Err(StaffError::TooLarge(limit));
@@ -456,6 +630,21 @@ async fn receive(
         .await
         .map_err(|e| StaffError::Internal(format!("writing {}: {e}", path.display())))?;
     Ok(n)
+}
+
+/// An item edit's body in memory, at most [`ITEM_BODY_LIMIT`] bytes (the rest drained before
+/// answering 413).
+async fn read_item_body(body: Body, wait: Duration) -> Result<Bytes, StaffError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = next_chunk(&mut stream, wait).await? {
+        if buf.len() + chunk.len() > ITEM_BODY_LIMIT {
+            drain_stream(&mut stream).await;
+            return Err(StaffError::ItemTooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
 }
 
 async fn get_item(
@@ -473,8 +662,18 @@ async fn get_item(
 async fn put_item(
     State(s): State<StaffState>,
     UrlPath(id): UrlPath<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<impl IntoResponse, StaffError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > ITEM_BODY_LIMIT) {
+        drain_refused(&headers, &mut body.into_data_stream()).await;
+        return Err(StaffError::ItemTooLarge);
+    }
+    let body = read_item_body(body, s.receive_timeout).await?;
     let mut v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| StaffError::BadRequest(format!("the body is not JSON: {e}")))?;
     let obj = v
@@ -586,14 +785,14 @@ mod tests {
         let p = dir.path().join("up");
         let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000])));
         let mut body = Body::from_stream(futures::stream::iter(chunks)).into_data_stream();
-        let r = receive(&mut body, &p, 4500, |_| {}).await;
+        let r = receive(&mut body, &p, 4500, Duration::from_secs(5), |_| {}).await;
         assert!(matches!(r, Err(StaffError::TooLarge(4500))), "{r:?}");
         // The rest is read and dropped, so the client gets to read the answer.
-        drain(&mut body).await;
+        drain_stream(&mut body).await;
         assert!(body.next().await.is_none(), "the refused body was drained");
         let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![0u8; 1000])));
         let mut body = Body::from_stream(futures::stream::iter(chunks)).into_data_stream();
-        let n = receive(&mut body, &p, 4500, |_| {})
+        let n = receive(&mut body, &p, 4500, Duration::from_secs(5), |_| {})
             .await
             .expect("under the limit");
         assert_eq!(

@@ -10,6 +10,7 @@ pub mod catalog_api;
 pub mod display;
 pub mod error;
 pub mod health;
+pub mod serve;
 pub mod status;
 
 use std::sync::Arc;

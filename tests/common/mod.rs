@@ -33,23 +33,36 @@ pub struct Daemon {
     pub base: String,
     lines: Receiver<String>,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Everything printed on stdout so far (the log goes there too).
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
     /// Starts `vitrine serve --listen 127.0.0.1:0` with extra args and waits until it listens.
     pub fn start(args: &[&str]) -> Daemon {
-        let mut child = bin()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        Self::start_with(args, |_| {})
+    }
+
+    /// [`Self::start`], with `edit` applied to the command first (environment, limits).
+    pub fn start_with(args: &[&str], edit: impl FnOnce(&mut Command)) -> Daemon {
+        let mut cmd = bin();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn,vitrine=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start vitrine");
+            .stderr(Stdio::piped());
+        edit(&mut cmd);
+        let mut child = cmd.spawn().expect("start vitrine");
         let (tx, lines) = channel();
         let out = child.stdout.take().expect("stdout");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let copy = stdout.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(mut s) = copy.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
                 let _ = tx.send(line);
             }
         });
@@ -79,6 +92,7 @@ impl Daemon {
                             base: format!("http://{addr}"),
                             lines,
                             stderr,
+                            stdout,
                         };
                     }
                 }
@@ -117,6 +131,12 @@ impl Daemon {
 
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The log (written to stdout) and stderr so far.
+    pub fn log_text(&self) -> String {
+        let out = self.stdout.lock().map(|s| s.clone()).unwrap_or_default();
+        out + &self.stderr_text()
     }
 
     pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
