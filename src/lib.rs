@@ -33,6 +33,8 @@ pub mod pipeline;
 pub mod recommend;
 pub mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+mod test_alloc;
 pub mod vision;
 
 use std::future::Future;

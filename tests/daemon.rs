@@ -334,6 +334,28 @@ fn corrupt_frames_are_counted_and_skipped() {
     assert!(d.terminate(Duration::from_secs(15)).success());
 }
 
+/// A truncated JPEG or PNG is an error naming the file, not a grey-filled image with detections.
+#[test]
+fn detect_refuses_a_truncated_image() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let jpeg = std::fs::read(root().join("models/demo/frames/vtest_0000.jpg")).expect("frame");
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 48, image::Rgb([10, 200, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    for (name, bytes) in [("cut.jpg", &jpeg), ("cut.png", &png)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).expect("write");
+        let out = bin().arg("detect").arg(&path).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains("truncated"),
+            "{name}: {err}"
+        );
+    }
+}
+
 #[test]
 fn detect_prints_one_json_line_per_image_in_original_pixels() {
     let stills = root().join("models/demo/stills");
