@@ -245,6 +245,61 @@ fn broken_models_and_shifted_label_maps_are_refused_with_the_file_named() {
     );
 }
 
+/// A corrupt embedder whose `sha256` was updated to match: `serve` names the model problem, as
+/// `validate` does, not the catalog's "different embedder" that follows from it.
+#[test]
+fn serve_names_a_corrupt_embedder_like_validate_does() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tmp");
+    let models = root().join("models");
+    let real = std::fs::read(models.join("efficientnet_lite0_int8.onnx")).expect("model");
+    let toml = std::fs::read_to_string(models.join("efficientnet_lite0_int8.toml")).expect("toml");
+    for (what, bytes) in [
+        ("half", real[..real.len() / 2].to_vec()),
+        ("text", b"not a model at all\n".to_vec()),
+    ] {
+        let onnx = format!("emb-{what}.onnx");
+        std::fs::write(dir.path().join(&onnx), &bytes).expect("write");
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let t: String = toml
+            .lines()
+            .map(|l| {
+                if l.starts_with("sha256") {
+                    format!("sha256 = \"{sha}\"")
+                } else {
+                    l.replace("efficientnet_lite0_int8.onnx", &onnx)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let emb_toml = dir.path().join(format!("emb-{what}.toml"));
+        std::fs::write(&emb_toml, t).expect("write");
+        let cfg = config_in(dir.path(), |t| {
+            t.replace(
+                &format!("{}/models/efficientnet_lite0_int8.toml", root().display()),
+                &emb_toml.display().to_string(),
+            )
+        });
+        let run = |verb: &[&str]| {
+            let out = bin()
+                .args(verb)
+                .arg("--config")
+                .arg(&cfg)
+                .output()
+                .expect("run");
+            assert!(!out.status.success(), "{what}: {verb:?} must fail");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let validate = run(&["validate"]);
+        let serve = run(&["serve", "--listen", "127.0.0.1:0"]);
+        assert!(validate.contains(&onnx), "{what}: {validate}");
+        assert!(
+            serve.contains(&onnx) && !serve.contains("different embedder"),
+            "{what}: serve says\n{serve}\nvalidate says\n{validate}"
+        );
+    }
+}
+
 #[test]
 fn a_catalog_item_with_the_wrong_embedding_size_is_named() {
     let dir = tempfile::tempdir().expect("tmp");
