@@ -116,6 +116,7 @@ fn validate_reports_every_problem_at_once() {
                 "person_labels = [\"Shopper\"]",
             )
             .replace("models/demo/frames", "models/demo/no-such-folder")
+            .replace("unpack_limit_mb = 3072", "unpack_limit_mb = 100")
     });
     let out = bin()
         .args(["validate", "--config"])
@@ -130,7 +131,8 @@ fn validate_reports_every_problem_at_once() {
         "clash",
         "label 'Shopper' is not in the detector's label map",
         "no-such-folder does not exist",
-        "5 problem(s)",
+        "catalog.unpack_limit_mb = 100 is below catalog.upload_limit_mb = 2048",
+        "6 problem(s)",
     ] {
         assert!(err.contains(needle), "missing '{needle}' in:\n{err}");
     }
@@ -141,7 +143,7 @@ fn validate_reports_every_problem_at_once() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("5 problem(s)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("6 problem(s)"));
 }
 
 #[test]

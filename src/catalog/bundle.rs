@@ -1294,9 +1294,12 @@ mod tests {
         }
     }
 
-    /// A `.tar.gz` written as it streams: `members` are (name, declared size, bytes repeated to
-    /// fill it). Never held in memory, so a test can make a bomb of any size.
-    pub(crate) fn write_bomb(path: &Path, members: &[(&str, u64, &[u8])]) {
+    /// An archive member to write: name, declared size, bytes repeated to fill it.
+    type Member<'a> = (&'a str, u64, &'a [u8]);
+
+    /// A `.tar.gz` written as it streams, never held in memory, so a test can make a bomb of any
+    /// size.
+    pub(crate) fn write_bomb(path: &Path, members: &[Member<'_>]) {
         use std::io::Write;
         let f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
         let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
@@ -1367,7 +1370,7 @@ mod tests {
         }
         const BOMB: u64 = 512 << 20;
         let m = manifest_json(3, "inline");
-        let cases: [(&str, Vec<(&str, u64, &[u8])>, &str); 4] = [
+        let cases: [(&str, Vec<Member>, &str); 4] = [
             (
                 "items.jsonl of short lines",
                 vec![
