@@ -33,6 +33,8 @@ pub mod pipeline;
 pub mod recommend;
 pub mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+mod test_alloc;
 pub mod vision;
 
 use std::future::Future;
@@ -277,8 +279,10 @@ pub async fn run(
         slot.close();
         e
     };
-    let loaded = loaded.map_err(|e| fail(e.into(), &slot))?;
+    // Model problems first, as `validate` names them: a broken embedder also makes every stored
+    // catalog look "made with a different embedder", which would hide the real cause.
     let (reports, preparer) = engine?.map_err(|e| fail(e.into(), &slot))?;
+    let loaded = loaded.map_err(|e| fail(e.into(), &slot))?;
     for r in &reports {
         tracing::info!(model = %r.model, provider = %r.in_use, warmup_ms = format!("{:.0}", r.warmup_ms), "model ready");
     }

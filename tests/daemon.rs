@@ -116,6 +116,7 @@ fn validate_reports_every_problem_at_once() {
                 "person_labels = [\"Shopper\"]",
             )
             .replace("models/demo/frames", "models/demo/no-such-folder")
+            .replace("unpack_limit_mb = 3072", "unpack_limit_mb = 100")
     });
     let out = bin()
         .args(["validate", "--config"])
@@ -130,7 +131,8 @@ fn validate_reports_every_problem_at_once() {
         "clash",
         "label 'Shopper' is not in the detector's label map",
         "no-such-folder does not exist",
-        "5 problem(s)",
+        "catalog.unpack_limit_mb = 100 is below catalog.upload_limit_mb = 2048",
+        "6 problem(s)",
     ] {
         assert!(err.contains(needle), "missing '{needle}' in:\n{err}");
     }
@@ -141,7 +143,7 @@ fn validate_reports_every_problem_at_once() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("5 problem(s)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("6 problem(s)"));
 }
 
 #[test]
@@ -245,6 +247,61 @@ fn broken_models_and_shifted_label_maps_are_refused_with_the_file_named() {
     );
 }
 
+/// A corrupt embedder whose `sha256` was updated to match: `serve` names the model problem, as
+/// `validate` does, not the catalog's "different embedder" that follows from it.
+#[test]
+fn serve_names_a_corrupt_embedder_like_validate_does() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tmp");
+    let models = root().join("models");
+    let real = std::fs::read(models.join("efficientnet_lite0_int8.onnx")).expect("model");
+    let toml = std::fs::read_to_string(models.join("efficientnet_lite0_int8.toml")).expect("toml");
+    for (what, bytes) in [
+        ("half", real[..real.len() / 2].to_vec()),
+        ("text", b"not a model at all\n".to_vec()),
+    ] {
+        let onnx = format!("emb-{what}.onnx");
+        std::fs::write(dir.path().join(&onnx), &bytes).expect("write");
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let t: String = toml
+            .lines()
+            .map(|l| {
+                if l.starts_with("sha256") {
+                    format!("sha256 = \"{sha}\"")
+                } else {
+                    l.replace("efficientnet_lite0_int8.onnx", &onnx)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let emb_toml = dir.path().join(format!("emb-{what}.toml"));
+        std::fs::write(&emb_toml, t).expect("write");
+        let cfg = config_in(dir.path(), |t| {
+            t.replace(
+                &format!("{}/models/efficientnet_lite0_int8.toml", root().display()),
+                &emb_toml.display().to_string(),
+            )
+        });
+        let run = |verb: &[&str]| {
+            let out = bin()
+                .args(verb)
+                .arg("--config")
+                .arg(&cfg)
+                .output()
+                .expect("run");
+            assert!(!out.status.success(), "{what}: {verb:?} must fail");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let validate = run(&["validate"]);
+        let serve = run(&["serve", "--listen", "127.0.0.1:0"]);
+        assert!(validate.contains(&onnx), "{what}: {validate}");
+        assert!(
+            serve.contains(&onnx) && !serve.contains("different embedder"),
+            "{what}: serve says\n{serve}\nvalidate says\n{validate}"
+        );
+    }
+}
+
 #[test]
 fn a_catalog_item_with_the_wrong_embedding_size_is_named() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -344,6 +401,28 @@ fn corrupt_frames_are_counted_and_skipped() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(d.terminate(Duration::from_secs(15)).success());
+}
+
+/// A truncated JPEG or PNG is an error naming the file, not a grey-filled image with detections.
+#[test]
+fn detect_refuses_a_truncated_image() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let jpeg = std::fs::read(root().join("models/demo/frames/vtest_0000.jpg")).expect("frame");
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 48, image::Rgb([10, 200, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    for (name, bytes) in [("cut.jpg", &jpeg), ("cut.png", &png)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).expect("write");
+        let out = bin().arg("detect").arg(&path).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains("truncated"),
+            "{name}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
     for key in [
         "versions_kept",
         "upload_limit_mb",
+        "unpack_limit_mb",
         "import_threads",
         "import_nice",
         "receive_timeout_s",

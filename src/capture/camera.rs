@@ -130,6 +130,13 @@ impl FrameSource for CameraSource {
             message: e.to_string(),
         })?;
         let acquired = std::time::Instant::now();
+        // The decoders fill a cut-off MJPEG frame with grey and call it a success.
+        if let Err(message) = super::decode::check_complete(buffer.buffer()) {
+            return Err(CaptureError::Corrupt {
+                source_name: name,
+                message,
+            });
+        }
         let image = match buffer.decode_image::<RgbFormat>() {
             Ok(img) => img,
             // Some cameras' MJPEG lacks Huffman tables, which the general decoder tolerates.

@@ -7,6 +7,7 @@
 //! latency never grows with a queue. Frames live in memory only; nothing here writes them anywhere.
 
 pub mod camera;
+pub mod decode;
 pub mod replay;
 pub mod supervisor;
 

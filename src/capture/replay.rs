@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+pub use super::decode::{decode_frame, read_image};
 use super::{CaptureError, FrameSource, RawFrame};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,42 +141,6 @@ impl ReplaySource {
     }
 }
 
-/// Decodes an encoded frame. JPEG goes through libjpeg-turbo (the `mozjpeg` crate, already built
-/// for nokhwa): it is the decoder the Python reference (Pillow) uses, so pixels — and therefore
-/// detections — agree with the reference exactly, and its SIMD paths are the fastest available.
-/// Other formats (PNG) go through the `image` crate.
-pub fn decode_frame(bytes: &[u8]) -> Result<RgbImage, String> {
-    if bytes.starts_with(&[0xFF, 0xD8]) {
-        return decode_jpeg(bytes);
-    }
-    image::load_from_memory(bytes)
-        .map(|i| i.into_rgb8())
-        .map_err(|e| e.to_string())
-}
-
-/// Reads and decodes an image file with [`decode_frame`], naming the file in errors.
-pub fn read_image(path: &std::path::Path) -> Result<RgbImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    decode_frame(&bytes).map_err(|e| format!("cannot decode image {}: {e}", path.display()))
-}
-
-fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
-    // libjpeg reports errors by unwinding (mozjpeg's documented contract), not by return value.
-    let res = std::panic::catch_unwind(|| -> std::io::Result<RgbImage> {
-        let mut img = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
-        let (w, h) = (img.width() as u32, img.height() as u32);
-        let pixels: Vec<u8> = img.read_scanlines()?;
-        // Trailing bytes after the image (some cameras send them) are not an error.
-        let _ = img.finish();
-        RgbImage::from_raw(w, h, pixels).ok_or_else(|| std::io::Error::other("short scanlines"))
-    });
-    match res {
-        Ok(Ok(img)) => Ok(img),
-        Ok(Err(e)) => Err(format!("JPEG: {e}")),
-        Err(_) => Err("JPEG: corrupt data".into()),
-    }
-}
-
 impl FrameSource for ReplaySource {
     fn name(&self) -> String {
         self.name.clone()
@@ -288,6 +253,30 @@ mod tests {
             let _ = once.next_frame();
         }
         assert!(matches!(once.next_frame(), Err(CaptureError::Ended { .. })));
+    }
+
+    #[test]
+    fn a_truncated_frame_is_corrupt_not_grey_filled() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let whole = crate::capture::decode::tests::jpeg(64, 48);
+        std::fs::write(dir.path().join("a.jpg"), &whole).expect("write");
+        std::fs::write(dir.path().join("b.jpg"), &whole[..whole.len() * 2 / 3]).expect("write");
+        let mut src = ReplaySource::new(ReplayConfig {
+            path: dir.path().into(),
+            fps: 0.0,
+            looping: false,
+        })
+        .expect("source");
+        assert_eq!(src.next_frame().expect("a").image.width(), 64);
+        match src.next_frame() {
+            Err(CaptureError::Corrupt { message, .. }) => {
+                assert!(
+                    message.contains("b.jpg") && message.contains("truncated"),
+                    "{message}"
+                )
+            }
+            other => panic!("a truncated frame must be corrupt: {other:?}"),
+        }
     }
 
     #[test]

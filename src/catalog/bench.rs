@@ -220,6 +220,7 @@ pub fn run(
         embedder: None,
         versions_kept: 3,
         upload_limit: u64::MAX / 8,
+        unpack_limit: u64::MAX / 8,
         import_threads: opts.import_threads,
         import_nice: opts.import_nice,
     };

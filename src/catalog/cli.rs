@@ -106,10 +106,10 @@ pub fn verify(settings: &Settings, path: &Path) -> Result<String, CatalogError> 
             path: scratch.clone(),
             source,
         })?;
-        let limits = UnpackLimits {
-            max_bytes: settings.catalog.upload_limit.saturating_mul(4),
-            max_entries: 4_000_000,
-        };
+        let limits = UnpackLimits::new(
+            settings.catalog.unpack_limit,
+            settings.embedder.spec.output.dim,
+        );
         let r = bundle::unpack(path, &scratch, limits);
         if r.is_err() {
             let _ = std::fs::remove_dir_all(&scratch);

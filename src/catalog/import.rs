@@ -49,6 +49,8 @@ pub struct ServiceConfig {
     pub embedder: Option<EmbedderSource>,
     pub versions_kept: usize,
     pub upload_limit: u64,
+    /// Bytes an upload may unpack to, in all.
+    pub unpack_limit: u64,
     /// Threads that build indexes; 0: one per core.
     pub import_threads: usize,
     /// Nice value (0–19) of those threads.
@@ -73,6 +75,7 @@ impl ServiceConfig {
             }),
             versions_kept: s.catalog.versions_kept,
             upload_limit: s.catalog.upload_limit,
+            unpack_limit: s.catalog.unpack_limit,
             import_threads: s.catalog.import_threads,
             import_nice: s.catalog.import_nice,
         }
@@ -483,10 +486,7 @@ impl CatalogService {
                     path: into.clone(),
                     source,
                 })?;
-                let limits = UnpackLimits {
-                    max_bytes: self.cfg.upload_limit.saturating_mul(4),
-                    max_entries: 4_000_000,
-                };
+                let limits = UnpackLimits::new(self.cfg.unpack_limit, self.cfg.fingerprint.dim);
                 let root = bundle::unpack(path, &into, limits)?;
                 failpoint("unpacked");
                 (root, true, source.unwrap_or_else(|| "upload".into()))
@@ -589,15 +589,13 @@ impl CatalogService {
         job.stage("embedding", items.len() as u64);
         let mut out = Vec::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
-            let img = image::open(dir.join(&it.image))
-                .map_err(|e| CatalogError::Invalid {
-                    path: dir.into(),
-                    problems: vec![format!(
-                        "item '{}': image '{}' cannot be decoded ({e})",
-                        it.id, it.image
-                    )],
-                })?
-                .into_rgb8();
+            let img = load_photo(&dir.join(&it.image)).map_err(|e| CatalogError::Invalid {
+                path: dir.into(),
+                problems: vec![format!(
+                    "item '{}': image '{}' cannot be decoded ({e})",
+                    it.id, it.image
+                )],
+            })?;
             out.push(self.embed(&img, &it.id)?);
             job.progress(i as u64 + 1);
         }
@@ -712,8 +710,9 @@ impl CatalogService {
                     let at = format!("item '{}'", item.id);
                     let mut img = None;
                     if let Some(bytes) = image_data {
-                        let decoded =
-                            image::load_from_memory(&bytes).map_err(|e| CatalogError::Invalid {
+                        let decoded = crate::capture::decode::decode_frame(&bytes)
+                            .map(fit_for_embedding)
+                            .map_err(|e| CatalogError::Invalid {
                                 path: PathBuf::from(&item.id),
                                 problems: vec![format!("{at}: the image cannot be decoded ({e})")],
                             })?;
@@ -730,7 +729,7 @@ impl CatalogService {
                         })?;
                         item.image = format!("images/{name}");
                         new_files.insert(item.image.clone(), p);
-                        img = Some(decoded.into_rgb8());
+                        img = Some(decoded);
                     } else if item.image.is_empty() {
                         match current.position(&item.id) {
                             Some(i) => item.image = current.items[i].image.clone(),
@@ -763,11 +762,11 @@ impl CatalogService {
                         None if problems.is_empty() => {
                             let img = match img {
                                 Some(i) => i,
-                                None => image::open(current.root.join(&item.image))
-                                    .map_err(|e| {
+                                None => {
+                                    load_photo(&current.root.join(&item.image)).map_err(|e| {
                                         CatalogError::Other(format!("{at}: reading its image: {e}"))
                                     })?
-                                    .into_rgb8(),
+                                }
                             };
                             job.stage("embedding", 1);
                             self.embed(&img, &item.id)?
@@ -835,6 +834,35 @@ impl CatalogService {
         self.prune();
         Ok(info)
     }
+}
+
+/// Product photos are scaled to this long side before embedding. The embedder sees a few
+/// hundred pixels, and its crop buffer keeps the size of the largest image it was given: a
+/// 10000×10000 photo would hold 300 MB for the life of the import's session.
+const EMBED_MAX_SIDE: u32 = 2048;
+
+/// Reads and decodes a product photo (strictly: a truncated one is an error) at embedding size.
+fn load_photo(path: &Path) -> Result<image::RgbImage, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    crate::capture::decode::decode_frame(&bytes).map(fit_for_embedding)
+}
+
+/// Scales a photo down to [`EMBED_MAX_SIDE`] at once, so the full-size pixels are given back
+/// before the embedder copies them. Smaller photos pass untouched, embedded exactly as the
+/// reference does.
+fn fit_for_embedding(img: image::RgbImage) -> image::RgbImage {
+    let (w, h) = img.dimensions();
+    let long = w.max(h);
+    if long <= EMBED_MAX_SIDE {
+        return img;
+    }
+    let scale = EMBED_MAX_SIDE as f64 / long as f64;
+    let nw = ((w as f64 * scale).round() as u32).clamp(1, EMBED_MAX_SIDE);
+    let nh = ((h as f64 * scale).round() as u32).clamp(1, EMBED_MAX_SIDE);
+    let mut out = vec![0u8; nw as usize * nh as usize * 3];
+    crate::vision::resize::PillowResizer::default().resize(img.as_raw(), w, h, &mut out, nw, nh);
+    drop(img);
+    image::RgbImage::from_raw(nw, nh, out).unwrap_or_default()
 }
 
 /// A file-name-safe form of an item id.

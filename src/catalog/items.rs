@@ -74,6 +74,9 @@ fn inline() -> String {
 
 pub const FORMAT: &str = "vitrine-catalog/1";
 
+/// The largest `manifest.json` read: it is a dozen lines.
+pub const MANIFEST_MAX: u64 = 64 << 10;
+
 /// Where a bundle's embeddings are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmbeddingSource {
@@ -84,17 +87,39 @@ pub enum EmbeddingSource {
 
 impl Manifest {
     pub fn load_optional(dir: &Path) -> Result<Option<Self>, CatalogError> {
+        use std::io::Read;
         let path = dir.join("manifest.json");
-        match std::fs::read_to_string(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(CatalogError::Read { path, source }),
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| CatalogError::Invalid {
-                    path,
-                    problems: vec![format!("manifest.json: {e}")],
-                }),
+        let file = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CatalogError::Read { path, source }),
+            Ok(f) => f,
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(CatalogError::Invalid {
+                path,
+                problems: vec!["manifest.json is not a regular file".into()],
+            });
         }
+        // Read no more than a manifest can be: a bloated one must not fill memory.
+        let mut bytes = Vec::new();
+        if let Err(source) = file.take(MANIFEST_MAX + 1).read_to_end(&mut bytes) {
+            return Err(CatalogError::Read { path, source });
+        }
+        if bytes.len() as u64 > MANIFEST_MAX {
+            return Err(CatalogError::Invalid {
+                path,
+                problems: vec![format!(
+                    "manifest.json is larger than {} KiB; a manifest is a few lines",
+                    MANIFEST_MAX >> 10
+                )],
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CatalogError::Invalid {
+                path,
+                problems: vec![format!("manifest.json: {e}")],
+            })
     }
 
     pub fn embedding_source(&self) -> Result<EmbeddingSource, String> {

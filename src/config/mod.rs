@@ -210,6 +210,9 @@ pub struct RawCatalog {
     /// Largest bundle upload accepted by the staff API.
     #[serde(default = "upload_limit_mb")]
     pub upload_limit_mb: u64,
+    /// Most an uploaded archive may unpack to, in all: a decompression bomb stops here.
+    #[serde(default = "unpack_limit_mb")]
+    pub unpack_limit_mb: u64,
     /// Threads that build a new index; 0: one per core.
     #[serde(default)]
     pub import_threads: usize,
@@ -239,6 +242,11 @@ fn versions_kept() -> usize {
 }
 fn upload_limit_mb() -> u64 {
     2048
+}
+/// Unpacked bundles go to disk, not memory, but a Jetson's 8 GB box has little of either to
+/// spare: room for a full-size upload plus a compressible items.jsonl, no more.
+fn unpack_limit_mb() -> u64 {
+    3072
 }
 fn import_nice() -> i32 {
     10
@@ -391,6 +399,8 @@ pub struct CatalogSettings {
     pub versions_kept: usize,
     /// Bytes.
     pub upload_limit: u64,
+    /// Bytes an upload may unpack to, in all.
+    pub unpack_limit: u64,
     pub import_threads: usize,
     pub import_nice: i32,
     /// `None`: the staff API refuses every request.
@@ -581,6 +591,17 @@ impl Settings {
                 c.upload_limit_mb
             ));
         }
+        if !(1..=65536).contains(&c.unpack_limit_mb) {
+            problems.push(format!(
+                "catalog.unpack_limit_mb = {} must be between 1 and 65536",
+                c.unpack_limit_mb
+            ));
+        } else if c.unpack_limit_mb < c.upload_limit_mb {
+            problems.push(format!(
+                "catalog.unpack_limit_mb = {} is below catalog.upload_limit_mb = {}: an uncompressed .tar unpacks to its own size; raise it or lower the upload limit",
+                c.unpack_limit_mb, c.upload_limit_mb
+            ));
+        }
         if !(0..=19).contains(&c.import_nice) {
             problems.push(format!(
                 "catalog.import_nice = {} must be between 0 and 19",
@@ -652,6 +673,7 @@ impl Settings {
                     data_dir,
                     versions_kept: raw.catalog.versions_kept,
                     upload_limit: raw.catalog.upload_limit_mb << 20,
+                    unpack_limit: raw.catalog.unpack_limit_mb << 20,
                     import_threads: raw.catalog.import_threads,
                     import_nice: raw.catalog.import_nice,
                     token,

@@ -370,4 +370,55 @@ mod tests {
         let err = shifted.check_columns(3, true).expect_err("must refuse");
         assert!(err.contains("ids missing: [1]"), "{err}");
     }
+
+    /// Fuzz target: arbitrary and mutated label maps are parsed or refused, never a panic, and
+    /// the parser's memory stays a small multiple of the text.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = "item {\n  id: 1\n  name: 'Anorak'\n}\nitem { id: 2 name: \"/m/01\" display_name: \"Blazer\" }\n# comment\n";
+
+        fn check(text: &str) {
+            let (res, largest) = crate::test_alloc::largest_during(|| {
+                (
+                    LabelMap::parse_pbtxt(text, Path::new(P)).map(|m| m.len()),
+                    LabelMap::parse_plain(text, Path::new(P)).map(|m| m.len()),
+                )
+            });
+            for r in [res.0, res.1] {
+                if let Err(e) = r {
+                    assert!(e.to_string().contains(P), "{e}");
+                }
+            }
+            assert!(
+                largest <= 64 * text.len() + 4096,
+                "{largest} bytes for a {}-byte map",
+                text.len()
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_text(text in "\\PC{0,300}") {
+                check(&text);
+            }
+
+            #[test]
+            fn mutated_maps(edits in proptest::collection::vec((0usize..200, any::<char>()), 1..8)) {
+                let mut chars: Vec<char> = VALID.chars().collect();
+                for (at, c) in edits {
+                    let at = at % (chars.len() + 1);
+                    if c.is_ascii_digit() || at == chars.len() {
+                        chars.insert(at, c);
+                    } else {
+                        chars[at] = c;
+                    }
+                }
+                check(&chars.into_iter().collect::<String>());
+            }
+        }
+    }
 }
