@@ -116,6 +116,9 @@ fn validate_reports_every_problem_at_once() {
                 "person_labels = [\"Shopper\"]",
             )
             .replace("models/demo/frames", "models/demo/no-such-folder")
+            .replace("idle_timeout_s = 60", "idle_timeout_s = 5")
+            .replace("max_connections = 1024", "max_connections = 0")
+            .replace("receive_timeout_s = 30", "receive_timeout_s = 0")
     });
     let out = bin()
         .args(["validate", "--config"])
@@ -130,7 +133,10 @@ fn validate_reports_every_problem_at_once() {
         "clash",
         "label 'Shopper' is not in the detector's label map",
         "no-such-folder does not exist",
-        "5 problem(s)",
+        "server.idle_timeout_s = 5 must be between 20",
+        "server.max_connections = 0",
+        "catalog.receive_timeout_s = 0",
+        "8 problem(s)",
     ] {
         assert!(err.contains(needle), "missing '{needle}' in:\n{err}");
     }
@@ -141,7 +147,7 @@ fn validate_reports_every_problem_at_once() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("5 problem(s)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("8 problem(s)"));
 }
 
 #[test]
