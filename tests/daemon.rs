@@ -117,6 +117,9 @@ fn validate_reports_every_problem_at_once() {
             )
             .replace("models/demo/frames", "models/demo/no-such-folder")
             .replace("unpack_limit_mb = 3072", "unpack_limit_mb = 100")
+            .replace("idle_timeout_s = 60", "idle_timeout_s = 5")
+            .replace("max_connections = 1024", "max_connections = 0")
+            .replace("receive_timeout_s = 30", "receive_timeout_s = 0")
     });
     let out = bin()
         .args(["validate", "--config"])
@@ -132,7 +135,10 @@ fn validate_reports_every_problem_at_once() {
         "label 'Shopper' is not in the detector's label map",
         "no-such-folder does not exist",
         "catalog.unpack_limit_mb = 100 is below catalog.upload_limit_mb = 2048",
-        "6 problem(s)",
+        "server.idle_timeout_s = 5 must be between 20",
+        "server.max_connections = 0",
+        "catalog.receive_timeout_s = 0",
+        "9 problem(s)",
     ] {
         assert!(err.contains(needle), "missing '{needle}' in:\n{err}");
     }
@@ -143,7 +149,7 @@ fn validate_reports_every_problem_at_once() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("6 problem(s)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("9 problem(s)"));
 }
 
 #[test]

@@ -197,8 +197,10 @@ fn a_connection_flood_neither_stops_the_pipeline_nor_locks_clients_out() {
         opened > FLOOD,
         "the daemon closed flood sockets to make room"
     );
+    // Without the limit the replay camera cannot open its next file and the rate drops to 0;
+    // half is the margin for a machine shared with other test daemons.
     assert!(
-        during >= 0.6 * before,
+        during >= 0.5 * before,
         "the pipeline slowed from {before:.1} to {during:.1} fps during the flood"
     );
     assert!(

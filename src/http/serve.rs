@@ -124,7 +124,7 @@ impl Pool {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.limits.max_connections - self.permits.available_permits()
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn now_ms(&self) -> u64 {
@@ -209,15 +209,11 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_warn: Option<Instant> = None;
     loop {
-        let permit = tokio::select! {
-            p = pool.admit() => p,
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    // EMFILE and the like: back off instead of spinning; the permit goes back.
+                    // EMFILE and the like: back off instead of spinning.
                     if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::warn!(error = %e, open = pool.open(), "cannot accept an HTTP connection");
                         last_warn = Some(Instant::now());
@@ -226,6 +222,11 @@ pub async fn serve(
                     continue;
                 }
             },
+            () = &mut shutdown => break,
+        };
+        // Admitted after the accept, so room is made only for a client that is really there.
+        let permit = tokio::select! {
+            p = pool.admit() => p,
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
@@ -467,5 +468,91 @@ impl AsyncWrite for IdleIo {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A real server on port 0 with `limits`: `ok` on `/`, 64 MiB on `/big`.
+    async fn server(limits: ConnLimits) -> (SocketAddr, Arc<Pool>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let app = Router::new()
+            .route("/", axum::routing::any(|| async { "ok" }))
+            .route("/big", axum::routing::get(|| async { vec![0u8; 64 << 20] }));
+        let pool = Pool::new(limits);
+        tokio::spawn(serve(l, app, pool.clone(), std::future::pending()));
+        (addr, pool)
+    }
+
+    /// Reads until EOF or error; `true` when the server closed the socket within `within`.
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(within, async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_at_the_idle_timeout() {
+        let (addr, pool) = server(ConnLimits {
+            max_connections: 8,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(1),
+        })
+        .await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        // The answer is far larger than the socket buffers, and nobody reads it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(pool.open(), 1, "still sending");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(pool.open(), 0, "closed after the idle timeout");
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_the_oldest_idle_connection_makes_room() {
+        let (addr, pool) = server(ConnLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+        })
+        .await;
+        let mut oldest = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(pool.open(), 2);
+        assert!(
+            !closed_within(&mut oldest, Duration::from_millis(300)).await,
+            "nobody is closed before a new client needs the room"
+        );
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            closed_within(&mut oldest, Duration::from_secs(1)).await,
+            "the oldest idle connection was closed"
+        );
     }
 }
