@@ -237,6 +237,12 @@ fn small_catalog(dir: &Path) {
         lines.push('\n');
     }
     std::fs::write(dir.join("items.jsonl"), lines).unwrap();
+    // The demo's manifest, for its embedder fingerprint, with this catalog's item count.
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(demo.join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["item_count"] = 30.into();
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
 }
 
 #[test]
