@@ -76,12 +76,13 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
-    /// Score models: detections (AP/mAP, TF OD API PASCAL) and retrieval (recall@k).
+    /// Score models: detections (AP/mAP, TF OD API PASCAL), retrieval (recall@k) and the colour
+    /// relevance of what the display shows.
     Eval {
         #[command(subcommand)]
         command: vitrine::eval::cli::EvalCommand,
     },
-    /// Dataset tools: lint (with a cleaned copy) and conversion to JSONL.
+    /// Dataset tools: lint (with a cleaned copy), conversion to JSONL, pasted-catalog pairs.
     Dataset {
         #[command(subcommand)]
         command: vitrine::eval::cli::DatasetCommand,

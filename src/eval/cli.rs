@@ -16,6 +16,7 @@ use super::formats::{
 use super::labelmap_tools::{self as lm, LabelCheck};
 use super::lint::{LintOptions, lint};
 use super::models::{DetectorSetup, EmbedderSetup, open_rgb, predict};
+use super::relevance::{self, RelevanceOptions};
 use super::retrieval::{self, RetrievalOptions};
 use super::taxonomy::Taxonomy;
 use crate::catalog::Catalog;
@@ -28,6 +29,9 @@ pub enum EvalCommand {
     Detections(DetectionsArgs),
     /// recall@k of the embedder and catalog index for query photos with known items.
     Retrieval(RetrievalArgs),
+    /// Colour fidelity of what the display shows (CIEDE2000 against random and best items of
+    /// the group), bottom-region shares, and a contact sheet, over footage or photos.
+    Relevance(RelevanceArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +45,33 @@ pub enum DatasetCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Retrieval pairs from the catalog itself: each product photo scaled, rotated, relit and
+    /// pasted onto street backgrounds (seeded), with pairs.jsonl for `vitrine eval retrieval`.
+    PasteCatalog(PasteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PasteArgs {
+    /// Catalog folder (items.jsonl and its images).
+    #[arg(long, value_name = "DIR", default_value = "catalog/demo")]
+    pub catalog: PathBuf,
+    /// Folder of background images, cropped at random.
+    #[arg(long, value_name = "DIR", default_value = "models/demo/frames")]
+    pub backgrounds: PathBuf,
+    /// Writes images/ and pairs.jsonl here.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Queries made from each item.
+    #[arg(long, default_value_t = 2)]
+    pub per_item: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The product photos' background colour, R,G,B.
+    #[arg(long, value_delimiter = ',', default_value = "255,255,255")]
+    pub background: Vec<u8>,
+    /// How far from the background (per channel) a pixel may be and still be background.
+    #[arg(long, default_value_t = 24)]
+    pub background_tolerance: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +279,40 @@ pub struct RetrievalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RelevanceArgs {
+    /// Vitrine config (the whole pipeline and its catalog); the demo one without it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder of frames or photos (.jpg, .png), in name order; default: the demo footage.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Treat each image as a photo of its own (nothing tracked across images), not a frame.
+    #[arg(long)]
+    pub stills: bool,
+    /// Footage: score the lists on display at every n-th frame.
+    #[arg(long, default_value_t = 5)]
+    pub every: usize,
+    /// Write the contact sheet (relevance_sheet.png) here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The catalog photos' background colour, R,G,B.
+    #[arg(long, value_delimiter = ',', default_value = "255,255,255")]
+    pub background: Vec<u8>,
+    /// How far from the background (per channel, 0–255) a pixel may be and still be background.
+    #[arg(long, default_value_t = 24)]
+    pub background_tolerance: u8,
+    /// JSONL labels {"image": "a.jpg", "waist_up": true}; default: labels.jsonl in the images folder.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Garments drawn on the contact sheet at most.
+    #[arg(long, default_value_t = 60)]
+    pub sheet_rows: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LintArgs {
     #[command(flatten)]
     pub gt: GtArgs,
@@ -347,7 +412,46 @@ pub fn run_eval(cmd: EvalCommand) -> Result<(), EvalError> {
     match cmd {
         EvalCommand::Detections(a) => eval_detections(a),
         EvalCommand::Retrieval(a) => eval_retrieval(a),
+        EvalCommand::Relevance(a) => eval_relevance(a),
     }
+}
+
+fn eval_relevance(a: RelevanceArgs) -> Result<(), EvalError> {
+    let background = rgb_arg(&a.background)?;
+    let config = a
+        .config
+        .clone()
+        .unwrap_or_else(crate::config::default_config_path);
+    let settings = crate::config::Settings::load(&config)?;
+    let images = match &a.images {
+        Some(d) => d.clone(),
+        None => match &settings.camera {
+            crate::capture::SourceConfig::Replay(r) => r.path.clone(),
+            _ => {
+                return Err(EvalError::Usage(format!(
+                    "{} has no replay camera to take footage from; give --images DIR",
+                    config.display()
+                )));
+            }
+        },
+    };
+    let opts = RelevanceOptions {
+        images,
+        stills: a.stills,
+        every: a.every,
+        out: a.out.clone(),
+        background,
+        background_tolerance: a.background_tolerance,
+        labels: a.labels.clone(),
+        sheet_rows: a.sheet_rows,
+    };
+    let report = relevance::run(&settings, &opts)?;
+    let text = if a.json {
+        json(&report)?
+    } else {
+        report.to_string()
+    };
+    write_out(None, &format!("{text}\n"))
 }
 
 fn eval_detections(a: DetectionsArgs) -> Result<(), EvalError> {
@@ -508,7 +612,36 @@ pub fn run_dataset(cmd: DatasetCommand) -> Result<(), EvalError> {
             );
             Ok(())
         }
+        DatasetCommand::PasteCatalog(a) => {
+            let background = rgb_arg(&a.background)?;
+            let summary = super::paste::generate(&super::paste::PasteOptions {
+                catalog: a.catalog,
+                backgrounds: a.backgrounds,
+                out: a.out,
+                per_item: a.per_item,
+                seed: a.seed,
+                background,
+                tolerance: a.background_tolerance,
+            })?;
+            eprintln!(
+                "wrote {} queries of {} items; score them with `vitrine eval retrieval --pairs {} --images {} --k 1,6`",
+                summary.queries,
+                summary.items,
+                summary.pairs.display(),
+                summary.pairs.parent().unwrap_or(Path::new(".")).display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// Three channel values from a comma-separated flag.
+fn rgb_arg(v: &[u8]) -> Result<[u8; 3], EvalError> {
+    v.try_into().map_err(|_| {
+        EvalError::Usage(format!(
+            "--background {v:?}: give three channel values, e.g. 255,255,255"
+        ))
+    })
 }
 
 fn dataset_lint(a: LintArgs) -> Result<(), EvalError> {

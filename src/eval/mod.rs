@@ -9,7 +9,10 @@
 //! - [`ap`]: AP per category and mAP, predictions against ground truth;
 //! - [`labelmap_tools`]: label maps made from DeepFashion and checked against models and data;
 //! - [`lint`]: the dataset's problems, with a cleaned copy;
-//! - [`retrieval`]: recall@k of embedder + catalog index.
+//! - [`paste`]: retrieval pairs made by pasting catalog photos onto street backgrounds;
+//! - [`retrieval`]: recall@k of embedder + catalog index;
+//! - [`relevance`]: colour fidelity of what the whole pipeline shows ([`lab`] measures colour,
+//!   [`sheet`] draws the contact sheet).
 //!
 //! [`models`] builds the detector and embedder these need from a config file; [`cli`] holds the
 //! `vitrine eval | dataset | labels` subcommands, which only parse arguments and call the above.
@@ -17,10 +20,14 @@
 pub mod ap;
 pub mod cli;
 pub mod formats;
+pub mod lab;
 pub mod labelmap_tools;
 pub mod lint;
 pub mod models;
+pub mod paste;
+pub mod relevance;
 pub mod retrieval;
+pub mod sheet;
 pub mod taxonomy;
 
 use std::path::PathBuf;
