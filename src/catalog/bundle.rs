@@ -1294,39 +1294,6 @@ mod tests {
         }
     }
 
-    /// An archive member to write: name, declared size, bytes repeated to fill it.
-    type Member<'a> = (&'a str, u64, &'a [u8]);
-
-    /// A `.tar.gz` written as it streams, never held in memory, so a test can make a bomb of any
-    /// size.
-    pub(crate) fn write_bomb(path: &Path, members: &[Member<'_>]) {
-        use std::io::Write;
-        let f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
-        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-        for (name, size, fill) in members {
-            let mut h = tar::Header::new_gnu();
-            h.set_path(name).expect("path");
-            h.set_size(*size);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            gz.write_all(h.as_bytes()).expect("header");
-            let block: Vec<u8> = fill.iter().copied().cycle().take(1 << 20).collect();
-            let mut left = *size;
-            // Whole repetitions of `fill`, so a short member (a manifest) is written exactly.
-            let step = (block.len() / fill.len().max(1)) * fill.len().max(1);
-            while left > 0 {
-                let n = left.min(step as u64) as usize;
-                gz.write_all(&block[..n]).expect("data");
-                left -= n as u64;
-            }
-            let pad = (512 - size % 512) % 512;
-            gz.write_all(&vec![0u8; pad as usize]).expect("pad");
-        }
-        gz.write_all(&[0u8; 1024]).expect("end");
-        gz.finish().expect("finish").flush().expect("flush");
-    }
-
     fn peak_rss_kib() -> u64 {
         std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -1370,7 +1337,7 @@ mod tests {
         }
         const BOMB: u64 = 512 << 20;
         let m = manifest_json(3, "inline");
-        let cases: [(&str, Vec<Member>, &str); 4] = [
+        let cases: [(&str, Vec<super::super::synth::Member>, &str); 4] = [
             (
                 "items.jsonl of short lines",
                 vec![
@@ -1404,7 +1371,7 @@ mod tests {
         let work = tempfile::tempdir().expect("tmp");
         for (what, members, expect) in cases {
             let archive = work.path().join("bomb.tar.gz");
-            write_bomb(&archive, &members);
+            super::super::synth::write_bomb(&archive, &members).expect("bomb");
             let stage = work.path().join(what.replace(' ', "_"));
             let before = peak_rss_kib();
             let t = std::time::Instant::now();

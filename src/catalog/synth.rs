@@ -1,4 +1,5 @@
-//! Synthetic catalogs for the benchmark and the tests, reproducible from a seed.
+//! Synthetic catalogs for the benchmark and the tests, reproducible from a seed, and the
+//! decompression bombs the hostile-upload tests send.
 //!
 //! Real garment embeddings are not uniform on the sphere: they cluster by kind and style, and a
 //! PCA projection (what the shipped embedder ends with) puts most variance in the first
@@ -166,4 +167,42 @@ pub fn write_bundle(
     let with = (embeddings != Embeddings::None).then_some(&vectors[..]);
     bundle::write_bundle(dir, &manifest, &items, with)?;
     Ok(vectors)
+}
+
+/// An archive member for [`write_bomb`]: name, declared size, bytes repeated to fill it.
+pub type Member<'a> = (&'a str, u64, &'a [u8]);
+
+/// Writes a `.tar.gz` as it streams, never holding it in memory, so a test can make a
+/// decompression bomb of any size in a few MiB.
+pub fn write_bomb(path: &Path, members: &[Member<'_>]) -> std::io::Result<()> {
+    use std::io::Write;
+    let f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    for (name, size, fill) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name)?;
+        h.set_size(*size);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        gz.write_all(h.as_bytes())?;
+        let fill: &[u8] = if fill.is_empty() { b"\0" } else { fill };
+        // Whole repetitions of `fill` per write, so a short member (a manifest) is exact.
+        let unit = fill.len();
+        let block: Vec<u8> = fill
+            .iter()
+            .copied()
+            .cycle()
+            .take((1 << 20) / unit * unit)
+            .collect();
+        let mut left = *size;
+        while left > 0 {
+            let n = left.min(block.len().max(1) as u64) as usize;
+            gz.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        gz.write_all(&vec![0u8; ((512 - size % 512) % 512) as usize])?;
+    }
+    gz.write_all(&[0u8; 1024])?;
+    gz.finish()?.flush()
 }
