@@ -441,6 +441,7 @@ pub fn build_catalog(
     )?;
     Ok(catalog::build::build_catalog(
         &mut emb,
+        &settings.similarity,
         images,
         meta,
         out,

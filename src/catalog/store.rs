@@ -501,7 +501,7 @@ impl Store {
             label: info.label.clone(),
             root: dir.clone(),
             dim,
-            embedder_sha256: Some(info.embedder.sha256.clone()),
+            embedder: Some(info.embedder.clone()),
         };
         Ok(Catalog::from_groups(
             meta,
@@ -608,6 +608,7 @@ mod tests {
             embedder: EmbedderFingerprint {
                 sha256: "s".into(),
                 dim: 8,
+                recipe: "cnn".into(),
             },
             index: IndexParams::default(),
             groups: vec![],
@@ -634,7 +635,7 @@ mod tests {
             label: id.into(),
             root: store.version_dir(id),
             dim: 8,
-            embedder_sha256: Some("s".into()),
+            embedder: Some(info("v0001").embedder),
         };
         let cat = Catalog::build(
             meta("v0001"),
