@@ -18,6 +18,9 @@ use serde::Deserialize;
 use super::colour::{self, Selection};
 use super::garment::CropMask;
 
+/// A crop `(x, y, w, h)` of a frame and its person mask, when there is one.
+pub type MaskedRect<'a> = ((u32, u32, u32, u32), Option<&'a CropMask>);
+
 /// How the recipe of a catalog without one (made before colour existed) reads.
 pub const CNN_ONLY: &str = "cnn";
 
@@ -168,7 +171,7 @@ impl Recipe {
     pub fn fuse_crops(
         &self,
         frame: &RgbImage,
-        crops: &[((u32, u32, u32, u32), Option<&CropMask>)],
+        crops: &[MaskedRect],
         embeddings: Vec<Vec<f32>>,
     ) -> Vec<Vec<f32>> {
         if self.colour.is_none() {
