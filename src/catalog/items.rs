@@ -215,7 +215,7 @@ pub fn check_vector(v: &[f32], dim: usize) -> Vec<String> {
     let mut p = Vec::new();
     if v.len() != dim {
         p.push(format!(
-            "embedding has {} values but the embedder produces {dim}",
+            "embedding has {} values but the embedder and its [similarity] recipe make {dim}",
             v.len()
         ));
     }
