@@ -59,15 +59,19 @@ impl Lab {
 
 /// sRGB (8-bit, IEC 61966-2-1 transfer curve) → CIELAB under D65.
 pub fn srgb_to_lab(rgb: [u8; 3]) -> Lab {
-    let lin = |v: u8| {
-        let c = f64::from(v) / 255.0;
-        if c <= 0.04045 {
-            c / 12.92
-        } else {
-            ((c + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    let (r, g, b) = (lin(rgb[0]), lin(rgb[1]), lin(rgb[2]));
+    // The transfer curve's `powf` was most of a descriptor's time; 256 values cover every input.
+    static LINEAR: std::sync::OnceLock<[f64; 256]> = std::sync::OnceLock::new();
+    let lut = LINEAR.get_or_init(|| {
+        std::array::from_fn(|v| {
+            let c = v as f64 / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        })
+    });
+    let [r, g, b] = rgb.map(|v| lut[usize::from(v)]);
     let x = 0.412_456_4 * r + 0.357_576_1 * g + 0.180_437_5 * b;
     let y = 0.212_672_9 * r + 0.715_152_2 * g + 0.072_175_0 * b;
     let z = 0.019_333_9 * r + 0.119_192_0 * g + 0.950_304_1 * b;
