@@ -133,7 +133,10 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
     let spec = &settings.embedder.spec;
     let catalog = Catalog::load(
         &settings.catalog.path,
-        Some((spec.output.dim, spec.sha256.as_str())),
+        Some(&crate::catalog::EmbedderFingerprint::running(
+            spec,
+            &settings.similarity,
+        )),
         &settings.catalog.index,
     )?;
     let shared = Arc::new(arc_swap::ArcSwap::from_pointee(catalog));

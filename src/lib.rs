@@ -447,6 +447,7 @@ pub fn build_catalog(
     )?;
     Ok(catalog::build::build_catalog(
         &mut emb,
+        &settings.similarity,
         images,
         meta,
         out,

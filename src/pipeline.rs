@@ -19,6 +19,7 @@ use crate::recommend::{GarmentRec, ItemRec, Recommendations, ShopperRec, Tracker
 use crate::telemetry::{Metrics, Stage};
 use crate::vision::detector::{DetectTiming, Detector};
 use crate::vision::embedder::Embedder;
+use crate::vision::fusion::Recipe;
 use crate::vision::regions::{RegionSettings, shoppers};
 use crate::vision::{ModelError, ProviderReport};
 
@@ -59,6 +60,7 @@ pub struct Engine {
     pub detector: Detector,
     pub embedder: Embedder,
     regions: RegionSettings,
+    similarity: Recipe,
     tracker: Tracker,
     catalog: SharedCatalog,
     /// The catalog the tracker's lists refer to; a swap invalidates them.
@@ -92,6 +94,7 @@ impl Engine {
             detector,
             embedder,
             regions: settings.regions.clone(),
+            similarity: settings.similarity,
             tracker: Tracker::new(settings.recommend.tracking.clone()),
             catalog,
             catalog_seen: None,
@@ -147,6 +150,9 @@ impl Engine {
         }
         let before = self.embedder.inference_time();
         let vectors = self.embedder.embed(&frame.image, &rects)?;
+        // The garment's colour joins its embedding (`[similarity]`, vision::fusion).
+        let crops: Vec<_> = rects.iter().map(|r| (*r, None)).collect();
+        let vectors = self.similarity.fuse_crops(&frame.image, &crops, vectors);
         for ((ti, gi), v) in owners.into_iter().zip(vectors) {
             self.tracker.set_embedding(ti, gi, v, now);
         }

@@ -60,7 +60,20 @@ fn catalog_build_reproduces_the_demo_catalogs_embeddings() {
         "same embedder fingerprint"
     );
     let mut worst = 1f64;
+    let mut colour_diff = 0f64;
     for (b, want) in built.iter().zip(&lines) {
+        // The colour part (the last 144 values) is computed the same way on both sides, so it
+        // agrees far more closely than the int8 embedder's part.
+        let tail = |v: &serde_json::Value| -> Vec<f64> {
+            let a = v["embedding"].as_array().expect("e");
+            a[a.len() - vitrine::vision::colour::DIM..]
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(0.0))
+                .collect()
+        };
+        for (x, y) in tail(b).iter().zip(tail(want)) {
+            colour_diff = colour_diff.max((x - y).abs());
+        }
         assert_eq!(b["id"], want["id"]);
         assert!(out.join(b["image"].as_str().expect("image")).is_file());
         let cos: f64 = b["embedding"]
@@ -72,8 +85,68 @@ fn catalog_build_reproduces_the_demo_catalogs_embeddings() {
             .sum();
         worst = worst.min(cos);
     }
-    println!("catalog build vs committed demo embeddings: worst cosine {worst:.6}");
+    println!(
+        "catalog build vs committed demo embeddings: worst cosine {worst:.6}, colour part within {colour_diff:.2e}"
+    );
     assert!(worst >= 0.999, "worst cosine {worst}");
+    assert!(colour_diff <= 1e-4, "colour part differs by {colour_diff}");
+}
+
+#[test]
+fn a_catalog_of_another_recipe_is_refused_with_the_reason() {
+    // The demo catalog as it was before colour: 256-d CNN embeddings, no recipe in its manifest.
+    let demo = root().join("catalog/demo");
+    let dir = tempfile::tempdir().expect("tmp");
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("images")).expect("mkdir");
+    let mut lines = Vec::new();
+    for line in std::fs::read_to_string(demo.join("items.jsonl"))
+        .expect("items")
+        .lines()
+        .take(5)
+    {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let image = v["image"].as_str().expect("image").to_string();
+        std::fs::copy(demo.join(&image), old.join(&image)).expect("copy image");
+        let e = v["embedding"].as_array().expect("e")[..256].to_vec();
+        v["embedding"] = serde_json::Value::Array(e);
+        lines.push(v.to_string());
+    }
+    std::fs::write(old.join("items.jsonl"), lines.join("\n")).expect("items");
+    let mut manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(demo.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    manifest["item_count"] = 5.into();
+    manifest["embedder"]["dim"] = 256.into();
+    manifest["embedder"]
+        .as_object_mut()
+        .expect("embedder")
+        .remove("recipe");
+    std::fs::write(old.join("manifest.json"), manifest.to_string()).expect("manifest");
+
+    let res = bin()
+        .args(["catalog", "verify"])
+        .arg(&old)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "must be refused: {err}");
+    assert!(
+        err.contains("recipe 'cnn' (running: 'cnn*0.7071+lab-soft-hist/1*0.7071"),
+        "{err}"
+    );
+    assert!(err.contains("256-d vectors (running: 400)"), "{err}");
+    let ok = bin()
+        .args(["catalog", "verify"])
+        .arg(&demo)
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "the regenerated demo catalog must verify: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]

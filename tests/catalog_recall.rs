@@ -37,7 +37,7 @@ fn recall_at_10_against_exact_search_before_and_after_reload() {
         label: "recall".into(),
         root: store.version_dir("v0001"),
         dim,
-        embedder_sha256: Some("s".into()),
+        embedder: None,
     };
     let built = Catalog::build(meta, items.clone(), vectors.clone(), &params, &|_, _| {});
     let info = VersionInfo {
@@ -51,6 +51,7 @@ fn recall_at_10_against_exact_search_before_and_after_reload() {
         embedder: EmbedderFingerprint {
             sha256: "s".into(),
             dim,
+            recipe: "cnn".into(),
         },
         index: params,
         groups: vec![],

@@ -338,7 +338,7 @@ fn a_catalog_item_with_the_wrong_embedding_size_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "line 8, item '{bad_id}': embedding has 2 values but the embedder produces 256"
+            "line 8, item '{bad_id}': embedding has 2 values but the embedder and its [similarity] recipe make 400"
         )),
         "{err}"
     );

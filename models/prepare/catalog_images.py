@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-FM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Debian's dataset-fashion-mnist package; FASHION_MNIST_DIR points elsewhere (e.g. the package unpacked with
+# `dpkg -x` where it cannot be installed).
+FM_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot"]
 GROUP = {"T-shirt/top": "top", "Pullover": "top", "Shirt": "top", "Coat": "top", "Trouser": "bottom",

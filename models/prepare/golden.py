@@ -2,7 +2,8 @@
 and the reference pre/post-processing in vitrine_ref.py.
 
 Writes tests/data/golden/detector_<config stem>.json for every shipped detector and
-tests/data/golden/embedder.json for the int8 embedder. Run from anywhere (paths are resolved against the
+tests/data/golden/embedder.json for the int8 embedder, and tests/data/golden/colour.json (colour descriptors,
+colour_ref.py; `golden.py colour` writes only that one). Run from anywhere (paths are resolved against the
 repository root); needs numpy, Pillow, onnxruntime.
 
 Notes for the tests that read these files:
@@ -17,8 +18,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import colour_ref as cr  # noqa: E402
 import vitrine_ref as vr  # noqa: E402
 
 REPO = vr.REPO
@@ -99,8 +103,70 @@ def embedder_golden(det_results):
     print("embedder.json:", len(crops), "crops")
 
 
+def ellipse_mask(w: int, h: int) -> np.ndarray:
+    """A person-mask stand-in over a crop: the ellipse inscribed in it (255 inside)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = ((xx - (w - 1) / 2) / (w / 2)) ** 2 + ((yy - (h - 1) / 2) / (h / 2)) ** 2 <= 1.0
+    return np.where(inside, 255, 0).astype(np.uint8)
+
+
+def mask_runs(mask: np.ndarray):
+    """Per row, [start, end) runs of 255: compact and exact."""
+    rows = []
+    for r in mask:
+        d = np.diff(np.concatenate([[0], (r > 127).astype(np.int8), [0]]))
+        rows.append([[int(a), int(b)] for a, b in zip(np.nonzero(d == 1)[0], np.nonzero(d == -1)[0])])
+    return rows
+
+
+def colour_golden():
+    """Colour descriptors (colour_ref.py = src/vision/colour.rs): catalog photos by their non-white pixels,
+    garment crops of demo frames and stills with an elliptic mask and without (central half), and the fusion
+    of a fixed embedding. PNG stills and the catalog's 4:4:4 JPEGs."""
+    cases = []
+    for item in ["fm-0001", "fm-0042", "fm-0107", "fm-0230", "fm-0299"]:
+        cases.append(("catalog/demo/images/%s.jpg" % item, None, "background"))
+    crops = [("models/demo/frames/vtest_0000.jpg", [300, 120, 60, 110]),
+             ("models/demo/frames/vtest_0050.jpg", [100, 200, 45, 80]),
+             ("models/demo/stills/astronaut.png", [150, 180, 260, 330]),
+             ("models/demo/stills/basketball1.png", [200, 100, 120, 200])]
+    for image, rect in crops:
+        cases.append((image, rect, "mask"))
+        cases.append((image, rect, "central"))
+    out = []
+    for image, rect, sel in cases:
+        arr = np.asarray(vr.open_rgb(REPO / image))
+        doc = {"image": image, "selection": sel}
+        if sel == "background":
+            px = cr.garment_pixels(arr, background=(255, 255, 255), background_delta_e=12.0)
+            doc.update(background=[255, 255, 255], background_delta_e=12.0)
+        else:
+            doc["rect"] = rect
+            mask = None
+            if sel == "mask":
+                mask = ellipse_mask(rect[2], rect[3])
+                doc["mask_runs"] = mask_runs(mask)
+            px = cr.garment_pixels(arr, tuple(rect), mask=mask)
+        doc.update(pixels=len(px), median_lab=[float(v) for v in cr.median_lab(px)],
+                   descriptor=[float(v) for v in cr.descriptor(px)])
+        out.append(doc)
+    rng = np.random.default_rng(10)
+    e = rng.standard_normal(256).astype(np.float32)
+    e /= np.linalg.norm(e)
+    fusion = {"weight": 0.5, "embedding": [float(v) for v in e], "descriptor": out[0]["descriptor"],
+              "fused": [float(v) for v in cr.fuse(e, np.array(out[0]["descriptor"]), 0.5)],
+              "recipe": cr.describe(0.5)}
+    doc = {"descriptor": cr.DESCRIPTOR, "dim": cr.DIM, "cases": out, "fusion": fusion}
+    (OUT / "colour.json").write_text(json.dumps(doc) + "\n")
+    print("colour.json:", len(out), "cases")
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["colour"]:
+        colour_golden()
+        sys.exit(0)
     res = detector_goldens()
     if (REPO / "models" / f"{EMBEDDER}.toml").exists():
         embedder_golden(res)
+    colour_golden()

@@ -5,8 +5,11 @@
                                  not committed, about 0.7 GB)
 
 Each item image follows catalog_images.py (28x28 -> 224x224 LANCZOS, coloured, JPEG quality 90). The
-embedding of an item is computed by the shipped int8 embedder through onnxruntime, with the CONTRACTS.md
-pre-processing applied to the stored JPEG as read back (the whole image is the crop). Deterministic: the
+vector of an item is the daemon's `[similarity]` recipe (src/vision/fusion.rs, colour_ref.py): the shipped
+int8 embedder's embedding through onnxruntime, with the CONTRACTS.md pre-processing applied to the stored JPEG
+as read back (the whole image is the crop), joined with the photo's colour descriptor (its non-white pixels)
+at --colour-weight (0.5, the daemon's default; 0 = the embedding alone). The manifest's embedder.recipe names
+the recipe, so a daemon configured otherwise refuses the catalog. Deterministic: the
 selection, colours, names and prices come from fixed seeds; `created` is SOURCE_DATE_EPOCH when set.
 Needs numpy, Pillow, onnxruntime (models/prepare/requirements-ort.txt)."""
 import argparse
@@ -24,6 +27,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import catalog_images as ci  # noqa: E402
+import colour_ref as cr  # noqa: E402
 import vitrine_ref as vr  # noqa: E402
 
 NOUN = {"T-shirt/top": "T-shirt", "Trouser": "trousers", "Pullover": "pullover", "Dress": "dress",
@@ -68,7 +72,7 @@ def plan_full():
     return plan
 
 
-def build(mode: str, out: Path, batch: int = 32, limit: int | None = None):
+def build(mode: str, out: Path, batch: int = 32, limit: int | None = None, colour_weight: float = 0.5):
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     data = {s: ci.load_split(s) for s in ("train", "t10k")}
@@ -103,14 +107,21 @@ def build(mode: str, out: Path, batch: int = 32, limit: int | None = None):
                                    "recipe": "fm28-lanczos224-tint-jpeg90"},
                 })
             vecs = emb.embed_images(stored, batch=batch)
-            for it, v in zip(items, vecs):
+            for it, v, im in zip(items, vecs, stored):
+                v = np.asarray(v, np.float32) / np.float32(np.linalg.norm(v))
+                if colour_weight > 0:
+                    desc = cr.descriptor(cr.garment_pixels(np.asarray(im), background=(255, 255, 255)))
+                    v = cr.fuse(v, desc, colour_weight)
                 it["embedding"] = [round(float(x), 7) for x in v]
                 fh.write(json.dumps(it) + "\n")
             if (start // batch) % 50 == 0:
                 print(f"  {start + len(chunk)}/{len(plan)} ({time.time() - t0:.0f} s)", flush=True)
     manifest = {"format": "vitrine-catalog/1", "version": "demo-1" if mode == "demo" else "full-1",
                 "created": created(), "item_count": len(plan),
-                "embedder": {"sha256": emb_sha, "dim": int(emb.cfg["output"]["dim"])}, "embeddings": "inline"}
+                "embedder": {"sha256": emb_sha,
+                             "dim": int(emb.cfg["output"]["dim"]) + (cr.DIM if colour_weight > 0 else 0),
+                             "recipe": cr.describe(colour_weight)},
+                "embeddings": "inline"}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"{mode}: {len(plan)} items in {out} ({time.time() - t0:.0f} s)")
 
@@ -120,5 +131,7 @@ if __name__ == "__main__":
     ap.add_argument("mode", choices=["demo", "full"])
     ap.add_argument("out")
     ap.add_argument("--limit", type=int, help="only the first N items (a quick trial)")
+    ap.add_argument("--colour-weight", type=float, default=0.5,
+                    help="the daemon's similarity.colour_weight (0: the CNN embedding alone)")
     a = ap.parse_args()
-    build(a.mode, Path(a.out), limit=a.limit)
+    build(a.mode, Path(a.out), limit=a.limit, colour_weight=a.colour_weight)

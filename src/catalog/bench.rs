@@ -176,13 +176,11 @@ pub fn run(
         }
     };
     let fingerprint = match settings {
-        Some(s) => EmbedderFingerprint {
-            sha256: s.embedder.spec.sha256.clone(),
-            dim: s.embedder.spec.output.dim,
-        },
+        Some(s) => EmbedderFingerprint::running(&s.embedder.spec, &s.similarity),
         None => EmbedderFingerprint {
             sha256: "synthetic".into(),
             dim: opts.dim,
+            recipe: crate::vision::fusion::CNN_ONLY.into(),
         },
     };
     let t = Instant::now();

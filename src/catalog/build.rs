@@ -1,5 +1,6 @@
 //! `vitrine catalog build`: product photos + item metadata → a catalog folder with embeddings
-//! computed by the running embedder, so the catalog and the camera side always share one model.
+//! computed by the running embedder and `[similarity]` recipe (the photo's colour from its
+//! non-background pixels), so the catalog and the camera side always share one model and recipe.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -7,11 +8,13 @@ use std::path::Path;
 use super::CatalogError;
 use super::items::{EmbedderFingerprint, FORMAT, Item, ItemLine, Manifest};
 use crate::vision::embedder::Embedder;
+use crate::vision::fusion::Recipe;
 
 /// Builds `out/` (items.jsonl, manifest.json, images/) from `meta` (JSONL items whose `image` is
 /// relative to `images`). Every unreadable image is reported at once; nothing is written then.
 pub fn build_catalog(
     embedder: &mut Embedder,
+    recipe: &Recipe,
     images: &Path,
     meta: &Path,
     out: &Path,
@@ -51,6 +54,7 @@ pub fn build_catalog(
         let embedding = embedder
             .embed_image(&img)
             .map_err(|e| CatalogError::Other(format!("embedding item '{}': {e}", it.id)))?;
+        let embedding = recipe.fuse_photo(&img, embedding);
         lines.push((
             ItemLine {
                 item: it,
@@ -91,10 +95,7 @@ pub fn build_catalog(
         version: version.into(),
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         item_count: lines.len(),
-        embedder: Some(EmbedderFingerprint {
-            sha256: embedder.spec().sha256.clone(),
-            dim: embedder.dim(),
-        }),
+        embedder: Some(EmbedderFingerprint::running(embedder.spec(), recipe)),
         embeddings: "inline".into(),
         embeddings_file: None,
     };

@@ -16,7 +16,8 @@ use rayon::prelude::*;
 
 use super::CatalogError;
 use super::items::{
-    EmbeddingSource, FORMAT, Item, MANIFEST_MAX, Manifest, cap_problems, check_fields,
+    EmbedderFingerprint, EmbeddingSource, FORMAT, Item, MANIFEST_MAX, Manifest, cap_problems,
+    check_fields,
     check_vector, normalise,
 };
 
@@ -55,11 +56,11 @@ fn invalid(path: &Path, problems: Vec<String>) -> CatalogError {
     }
 }
 
-/// Reads and checks a bundle folder. `expect` is the running embedder's (dim, sha256): bundles
-/// that carry embeddings must have been made by exactly that model.
+/// Reads and checks a bundle folder. `expect` is the running embedder's fingerprint: bundles
+/// that carry embeddings must have been made by exactly that model and recipe.
 pub fn read_bundle(
     dir: &Path,
-    expect: Option<(usize, &str)>,
+    expect: Option<&EmbedderFingerprint>,
     opts: &ReadOptions,
 ) -> Result<Bundle, CatalogError> {
     let mut warnings = Vec::new();
@@ -75,10 +76,7 @@ pub fn read_bundle(
             let w = "no manifest.json: embeddings read as inline and assumed to come from the running embedder (only their size is checked)".to_string();
             tracing::warn!(bundle = %dir.display(), "{w}");
             warnings.push(w);
-            let fp = expect.map(|(dim, sha)| super::items::EmbedderFingerprint {
-                sha256: sha.into(),
-                dim,
-            });
+            let fp = expect.cloned();
             let label = dir
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -109,24 +107,21 @@ pub fn read_bundle(
         .embedding_source()
         .map_err(|p| invalid(dir, vec![p]))?;
     let dim = if source == EmbeddingSource::None {
-        expect.map(|e| e.0).unwrap_or(0)
+        expect.map(|e| e.dim).unwrap_or(0)
     } else {
         match (&manifest.embedder, expect) {
             (None, _) => {
                 problems.push("manifest.json: embedder {sha256, dim} is missing; it is required when the bundle carries embeddings".into());
-                expect.map(|e| e.0).unwrap_or(0)
+                expect.map(|e| e.dim).unwrap_or(0)
             }
-            (Some(fp), Some((dim, sha))) => {
-                if fp.dim != dim || !fp.sha256.eq_ignore_ascii_case(sha) {
+            (Some(fp), Some(running)) => {
+                if let Some(why) = fp.mismatch(running) {
                     return Err(CatalogError::EmbedderMismatch {
                         path: dir.into(),
-                        catalog_dim: fp.dim,
-                        catalog_sha: fp.sha256.clone(),
-                        dim,
-                        sha: sha.into(),
+                        why,
                     });
                 }
-                dim
+                running.dim
             }
             (Some(fp), None) => fp.dim,
         }
@@ -919,6 +914,14 @@ mod tests {
 
     const SHA: &str = "abc123";
 
+    fn fp(dim: usize) -> EmbedderFingerprint {
+        EmbedderFingerprint {
+            sha256: SHA.into(),
+            dim,
+            recipe: crate::vision::fusion::CNN_ONLY.into(),
+        }
+    }
+
     fn fixture(dir: &Path, n: usize, embeddings: &str) -> (Manifest, Vec<Item>, Vec<Vec<f32>>) {
         std::fs::create_dir_all(dir.join("images")).expect("mkdir");
         let img = image::RgbImage::from_pixel(8, 8, image::Rgb([200, 10, 10]));
@@ -938,10 +941,7 @@ mod tests {
             version: "t".into(),
             created: String::new(),
             item_count: n,
-            embedder: Some(EmbedderFingerprint {
-                sha256: SHA.into(),
-                dim: 4,
-            }),
+            embedder: Some(fp(4)),
             embeddings: embeddings.into(),
             embeddings_file: None,
         };
@@ -963,13 +963,49 @@ mod tests {
         let b = tempfile::tempdir().expect("tmp");
         let (_, _, vecs) = fixture(a.path(), 5, "inline");
         fixture(b.path(), 5, "npy");
-        let ra = read_bundle(a.path(), Some((4, SHA)), &ReadOptions::default()).expect("inline");
-        let rb = read_bundle(b.path(), Some((4, SHA)), &ReadOptions::default()).expect("npy");
+        let ra = read_bundle(a.path(), Some(&fp(4)), &ReadOptions::default()).expect("inline");
+        let rb = read_bundle(b.path(), Some(&fp(4)), &ReadOptions::default()).expect("npy");
         assert_eq!(ra.vectors, rb.vectors);
         let v = ra.vectors.expect("vectors");
         assert!((v[2][1] - vecs[2][1]).abs() < 1e-6);
-        let wrong = read_bundle(a.path(), Some((8, SHA)), &ReadOptions::default());
+        let wrong = read_bundle(a.path(), Some(&fp(8)), &ReadOptions::default());
         assert!(matches!(wrong, Err(CatalogError::EmbedderMismatch { .. })));
+    }
+
+    #[test]
+    fn a_bundle_of_another_recipe_is_refused_with_the_reason() {
+        let a = tempfile::tempdir().expect("tmp");
+        fixture(a.path(), 3, "inline");
+        let running = EmbedderFingerprint {
+            recipe: "cnn*0.7071+lab-soft-hist/1*0.7071".into(),
+            ..fp(4)
+        };
+        let err = read_bundle(a.path(), Some(&running), &ReadOptions::default())
+            .expect_err("another recipe")
+            .to_string();
+        assert!(
+            err.contains("recipe 'cnn' (running: 'cnn*0.7071+lab-soft-hist/1*0.7071')"),
+            "{err}"
+        );
+        assert!(err.contains("vitrine catalog build"), "{err}");
+        // The same bundle without its vectors is accepted: the appliance computes them.
+        let m = a.path().join("manifest.json");
+        let text = std::fs::read_to_string(&m).expect("manifest");
+        std::fs::write(&m, text.replace("\"inline\"", "\"none\"")).expect("w");
+        let items = a.path().join("items.jsonl");
+        let lines: Vec<String> = std::fs::read_to_string(&items)
+            .expect("items")
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v.as_object_mut().expect("obj").remove("embedding");
+                v.to_string()
+            })
+            .collect();
+        std::fs::write(&items, lines.join("\n")).expect("w");
+        let b =
+            read_bundle(a.path(), Some(&running), &ReadOptions::default()).expect("images only");
+        assert!(b.vectors.is_none());
     }
 
     #[test]
@@ -983,11 +1019,7 @@ mod tests {
         lines[2] = lines[2].replacen("[", "[NaN,", 1);
         lines[3] = lines[3].replace("\"name\":\"Shirt\",", "");
         std::fs::write(&p, lines.join("\n")).expect("write");
-        let all = problems(read_bundle(
-            d.path(),
-            Some((4, SHA)),
-            &ReadOptions::default(),
-        ));
+        let all = problems(read_bundle(d.path(), Some(&fp(4)), &ReadOptions::default()));
         assert!(all.contains("line 2, item 'it-0': duplicate id"), "{all}");
         assert!(
             all.contains("line 3, item 'it-2': embedding contains NaN"),
@@ -1004,11 +1036,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         fixture(d.path(), 2, "npy");
         std::fs::write(d.path().join("images/a.png"), b"not an image").expect("w");
-        let all = problems(read_bundle(
-            d.path(),
-            Some((4, SHA)),
-            &ReadOptions::default(),
-        ));
+        let all = problems(read_bundle(d.path(), Some(&fp(4)), &ReadOptions::default()));
         assert!(
             all.contains("item 'it-0': image 'images/a.png' cannot be decoded"),
             "{all}"
@@ -1100,7 +1128,7 @@ mod tests {
         let into = d.path().join("stage2");
         std::fs::create_dir(&into).expect("mkdir");
         let root = unpack(&gz, &into, limits).expect("unpack");
-        read_bundle(&root, Some((4, SHA)), &ReadOptions::default()).expect("valid");
+        read_bundle(&root, Some(&fp(4)), &ReadOptions::default()).expect("valid");
     }
 
     /// Unpacks `bytes` (a .tar or .tar.gz) and reads the bundle as an upload is read.
@@ -1123,7 +1151,7 @@ mod tests {
             require_manifest: true,
             decode_images: true,
         };
-        read_bundle(&root, Some((4, SHA)), &opts)
+        read_bundle(&root, Some(&fp(4)), &opts)
     }
 
     fn limits() -> UnpackLimits {
@@ -1181,7 +1209,7 @@ mod tests {
             .expect("pool");
         let (res, largest) = pool.install(|| {
             crate::test_alloc::largest_during(|| {
-                read_bundle(d.path(), Some((4, SHA)), &ReadOptions::default())
+                read_bundle(d.path(), Some(&fp(4)), &ReadOptions::default())
             })
         });
         let all = problems(res);

@@ -122,7 +122,10 @@ pub fn verify(settings: &Settings, path: &Path) -> Result<String, CatalogError> 
         .is_some_and(|m| m.embeddings == "none");
     let b = bundle::read_bundle(
         &dir,
-        Some((spec.output.dim, &spec.sha256)),
+        Some(&super::EmbedderFingerprint::running(
+            spec,
+            &settings.similarity,
+        )),
         &ReadOptions {
             decode_images: images_only,
             require_manifest: dir != path,

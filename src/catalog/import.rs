@@ -28,12 +28,15 @@ use super::{
 };
 use crate::config::model::EmbedderSpec;
 use crate::vision::embedder::Embedder;
+use crate::vision::fusion::Recipe;
 use crate::vision::runtime::SessionOptions;
 
 /// How to build the import's own embedder session (for bundles that carry images only).
 #[derive(Debug, Clone)]
 pub struct EmbedderSource {
     pub spec: EmbedderSpec,
+    /// How an embedding and the photo's colour become the stored vector.
+    pub recipe: Recipe,
     pub session: SessionOptions,
     pub library: Option<PathBuf>,
 }
@@ -64,12 +67,10 @@ impl ServiceConfig {
             data_dir: s.catalog.data_dir.clone(),
             seed: Some(s.catalog.path.clone()).filter(|p| p.join("items.jsonl").is_file()),
             params: s.catalog.index,
-            fingerprint: EmbedderFingerprint {
-                sha256: spec.sha256.clone(),
-                dim: spec.output.dim,
-            },
+            fingerprint: EmbedderFingerprint::running(spec, &s.similarity),
             embedder: Some(EmbedderSource {
                 spec: spec.clone(),
+                recipe: s.similarity,
                 session: s.runtime.session.clone(),
                 library: s.runtime.library.clone(),
             }),
@@ -410,24 +411,23 @@ impl CatalogService {
                 "no catalog: the data folder is locked and catalog.path is not set".into(),
             )
         })?;
-        let fp = &self.cfg.fingerprint;
         Ok(Arc::new(Catalog::load(
             seed,
-            Some((fp.dim, &fp.sha256)),
+            Some(&self.cfg.fingerprint),
             &self.cfg.params,
         )?))
     }
 
     fn check_fingerprint(&self, c: &Catalog) -> Result<(), CatalogError> {
-        let fp = &self.cfg.fingerprint;
-        match &c.embedder_sha256 {
-            Some(sha) if c.dim == fp.dim && sha.eq_ignore_ascii_case(&fp.sha256) => Ok(()),
-            other => Err(CatalogError::EmbedderMismatch {
+        let why = match &c.embedder {
+            Some(made) => made.mismatch(&self.cfg.fingerprint),
+            None => Some("no record of the embedder that made it".into()),
+        };
+        match why {
+            None if c.dim == self.cfg.fingerprint.dim => Ok(()),
+            why => Err(CatalogError::EmbedderMismatch {
                 path: c.root.clone(),
-                catalog_dim: c.dim,
-                catalog_sha: other.clone().unwrap_or_default(),
-                dim: fp.dim,
-                sha: fp.sha256.clone(),
+                why: why.unwrap_or_else(|| format!("{}-d vectors", c.dim)),
             }),
         }
     }
@@ -500,8 +500,7 @@ impl CatalogService {
             decode_images: images_only,
             require_manifest: matches!(input, ImportInput::Archive { .. }),
         };
-        let bundle =
-            pool.install(|| bundle::read_bundle(&dir, Some((fp.dim, &fp.sha256)), &opts))?;
+        let bundle = pool.install(|| bundle::read_bundle(&dir, Some(fp), &opts))?;
         if bundle.vectors.is_none() && self.cfg.embedder.is_none() {
             return Err(CatalogError::Invalid {
                 path: dir.clone(),
@@ -531,7 +530,7 @@ impl CatalogService {
             label: label.clone(),
             root: store.version_dir(&id),
             dim: fp.dim,
-            embedder_sha256: Some(fp.sha256.clone()),
+            embedder: Some(fp.clone()),
         };
         job.stage("indexing", items.len() as u64);
         let params = self.cfg.params;
@@ -623,7 +622,13 @@ impl CatalogService {
             .embed_image(img)
             .map_err(|e| CatalogError::Other(format!("embedding item '{id}': {e}")))?;
         normalise(&mut v);
-        Ok(v)
+        let recipe = self
+            .cfg
+            .embedder
+            .as_ref()
+            .map(|s| s.recipe)
+            .unwrap_or_default();
+        Ok(recipe.fuse_photo(img, v))
     }
 
     /// Loads a stored version from disk, makes it active and swaps it in.
@@ -790,7 +795,7 @@ impl CatalogService {
             label: current.label.clone(),
             root: store.version_dir(&id),
             dim: current.dim,
-            embedder_sha256: current.embedder_sha256.clone(),
+            embedder: current.embedder.clone(),
         };
         job.stage("indexing", 0);
         let params = self.cfg.params;

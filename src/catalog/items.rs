@@ -42,10 +42,56 @@ pub struct ItemLine {
     pub embedding: Option<Vec<f32>>,
 }
 
+/// What made a catalog's vectors: the embedder model file, the vector size and the recipe that
+/// turns an embedding (and the photo's colour) into the stored vector ([`crate::vision::fusion`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbedderFingerprint {
     pub sha256: String,
     pub dim: usize,
+    /// [`crate::vision::fusion::Recipe::describe`]; catalogs made before recipes existed read as
+    /// the CNN embedding alone.
+    #[serde(default = "cnn_only")]
+    pub recipe: String,
+}
+
+fn cnn_only() -> String {
+    crate::vision::fusion::CNN_ONLY.into()
+}
+
+impl EmbedderFingerprint {
+    /// The running embedder's fingerprint.
+    pub fn running(
+        spec: &crate::config::model::EmbedderSpec,
+        recipe: &crate::vision::fusion::Recipe,
+    ) -> Self {
+        Self {
+            sha256: spec.sha256.clone(),
+            dim: recipe.dim(spec.output.dim),
+            recipe: recipe.describe(),
+        }
+    }
+
+    /// How a catalog made with `self` differs from the `running` embedder, in words; `None` when
+    /// its vectors can be searched as they are.
+    pub fn mismatch(&self, running: &Self) -> Option<String> {
+        let mut why = Vec::new();
+        if !self.sha256.eq_ignore_ascii_case(&running.sha256) {
+            why.push(format!(
+                "embedder model sha256 {} (running: {})",
+                self.sha256, running.sha256
+            ));
+        }
+        if self.recipe != running.recipe {
+            why.push(format!(
+                "recipe '{}' (running: '{}')",
+                self.recipe, running.recipe
+            ));
+        }
+        if self.dim != running.dim {
+            why.push(format!("{}-d vectors (running: {})", self.dim, running.dim));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,7 +240,7 @@ pub fn check_vector(v: &[f32], dim: usize) -> Vec<String> {
     let mut p = Vec::new();
     if v.len() != dim {
         p.push(format!(
-            "embedding has {} values but the embedder produces {dim}",
+            "embedding has {} values but the embedder and its [similarity] recipe make {dim}",
             v.len()
         ));
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use index::{GroupIndex, IndexParams};
-pub use items::{Item, Manifest};
+pub use items::{EmbedderFingerprint, Item, Manifest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -40,16 +40,10 @@ pub enum CatalogError {
         problems: Vec<String>,
     },
     #[error(
-        "catalog {path} was made with a different embedder (dim {catalog_dim}, sha256 {catalog_sha}) than the running one (dim {dim}, sha256 {sha}); \
-         rebuild its embeddings with `vitrine catalog build`"
+        "catalog {path} was made with a different embedder than the running one: {why}; \
+         rebuild its vectors with `vitrine catalog build`, or import its images only (manifest \"embeddings\": \"none\") so the appliance computes them"
     )]
-    EmbedderMismatch {
-        path: PathBuf,
-        catalog_dim: usize,
-        catalog_sha: String,
-        dim: usize,
-        sha: String,
-    },
+    EmbedderMismatch { path: PathBuf, why: String },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -102,18 +96,9 @@ impl CatalogError {
                 path: path.clone(),
                 problems: problems.clone(),
             },
-            CatalogError::EmbedderMismatch {
-                path,
-                catalog_dim,
-                catalog_sha,
-                dim,
-                sha,
-            } => CatalogError::EmbedderMismatch {
+            CatalogError::EmbedderMismatch { path, why } => CatalogError::EmbedderMismatch {
                 path: path.clone(),
-                catalog_dim: *catalog_dim,
-                catalog_sha: catalog_sha.clone(),
-                dim: *dim,
-                sha: sha.clone(),
+                why: why.clone(),
             },
             CatalogError::Locked { path } => CatalogError::Locked { path: path.clone() },
             CatalogError::NoSuchVersion(v) => CatalogError::NoSuchVersion(v.clone()),
@@ -144,7 +129,8 @@ pub struct Catalog {
     pub root: PathBuf,
     pub items: Vec<Item>,
     pub dim: usize,
-    pub embedder_sha256: Option<String>,
+    /// What made the vectors (`None`: a folder without a manifest).
+    pub embedder: Option<EmbedderFingerprint>,
     groups: BTreeMap<String, GroupIndex>,
     by_id: HashMap<String, usize>,
 }
@@ -166,7 +152,7 @@ pub struct CatalogMeta {
     pub label: String,
     pub root: PathBuf,
     pub dim: usize,
-    pub embedder_sha256: Option<String>,
+    pub embedder: Option<EmbedderFingerprint>,
 }
 
 /// One change to a catalog's items.
@@ -190,7 +176,7 @@ impl Catalog {
         items: Vec<Item>,
         vectors: Vec<Vec<f32>>,
         dim: usize,
-        embedder_sha256: Option<String>,
+        embedder: Option<EmbedderFingerprint>,
         params: &IndexParams,
     ) -> Self {
         let meta = CatalogMeta {
@@ -198,7 +184,7 @@ impl Catalog {
             version,
             root,
             dim,
-            embedder_sha256,
+            embedder,
         };
         Self::build(meta, items, vectors, params, &|_, _| {})
     }
@@ -252,7 +238,7 @@ impl Catalog {
             root: meta.root,
             items,
             dim: meta.dim,
-            embedder_sha256: meta.embedder_sha256,
+            embedder: meta.embedder,
             groups,
             by_id,
         }
@@ -264,15 +250,15 @@ impl Catalog {
             label: self.label.clone(),
             root: self.root.clone(),
             dim: self.dim,
-            embedder_sha256: self.embedder_sha256.clone(),
+            embedder: self.embedder.clone(),
         }
     }
 
     /// Loads a catalog folder (`manifest.json` optional, `items.jsonl` with inline embeddings or
-    /// `embeddings.npy`). `expect` is the running embedder's (dim, sha256); a mismatch is refused.
+    /// `embeddings.npy`). `expect` is the running embedder's fingerprint; a mismatch is refused.
     pub fn load(
         dir: &Path,
-        expect: Option<(usize, &str)>,
+        expect: Option<&EmbedderFingerprint>,
         params: &IndexParams,
     ) -> Result<Self, CatalogError> {
         let b = bundle::read_bundle(dir, expect, &bundle::ReadOptions::default())?;
@@ -289,7 +275,7 @@ impl Catalog {
             label: b.manifest.version.clone(),
             root: dir.into(),
             dim: b.dim,
-            embedder_sha256: b.manifest.embedder.map(|e| e.sha256),
+            embedder: b.manifest.embedder,
         };
         Ok(Self::build(meta, b.items, vectors, params, &|_, _| {}))
     }

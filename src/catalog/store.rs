@@ -671,7 +671,7 @@ impl Store {
             label: info.label.clone(),
             root: dir.clone(),
             dim,
-            embedder_sha256: Some(info.embedder.sha256.clone()),
+            embedder: Some(info.embedder.clone()),
         };
         Ok(Catalog::from_groups(
             meta,
@@ -784,6 +784,7 @@ mod tests {
             embedder: EmbedderFingerprint {
                 sha256: "s".into(),
                 dim: 8,
+                recipe: "cnn".into(),
             },
             index: IndexParams::default(),
             groups: vec![],
@@ -921,7 +922,7 @@ mod tests {
             label: id.into(),
             root: store.version_dir(id),
             dim: 8,
-            embedder_sha256: Some("s".into()),
+            embedder: Some(info("v0001").embedder),
         };
         let cat = Catalog::build(
             meta("v0001"),

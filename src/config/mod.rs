@@ -15,6 +15,7 @@ use crate::capture::SourceConfig;
 use crate::catalog::IndexParams;
 use crate::http::serve::ConnLimits;
 use crate::recommend::TrackerSettings;
+use crate::vision::fusion::{RawSimilarity, Recipe};
 use crate::vision::geometry::NmsParams;
 use crate::vision::preprocess::ResizeMode;
 use crate::vision::regions::RegionSettings;
@@ -43,6 +44,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub regions: RegionSettings,
     pub embedder: RawEmbedder,
+    #[serde(default)]
+    pub similarity: RawSimilarity,
     pub catalog: RawCatalog,
     #[serde(default)]
     pub recommend: RawRecommend,
@@ -425,6 +428,8 @@ pub struct Settings {
     pub detector: DetectorSettings,
     pub regions: RegionSettings,
     pub embedder: EmbedderSettings,
+    /// How the embedding and the garment's colour make the searched vector (`[similarity]`).
+    pub similarity: Recipe,
     pub catalog: CatalogSettings,
     pub recommend: RecommendSettings,
     pub frame_stale: std::time::Duration,
@@ -628,6 +633,10 @@ impl Settings {
             ));
         }
         problems.extend(raw.recommend.tracking.problems());
+        let similarity = raw.similarity.validate().unwrap_or_else(|p| {
+            problems.extend(p);
+            Recipe::default()
+        });
         if raw.health.frame_stale_ms < 100 {
             problems.push("health.frame_stale_ms must be at least 100".into());
         }
@@ -667,6 +676,7 @@ impl Settings {
                 },
                 regions: raw.regions,
                 embedder: EmbedderSettings { spec: embedder },
+                similarity,
                 catalog: CatalogSettings {
                     path: catalog_path,
                     index: raw.catalog.index,

@@ -533,9 +533,10 @@ fn eval_retrieval(a: RetrievalArgs) -> Result<(), EvalError> {
     let mut emb = setup.build()?;
     let spec = &setup.settings.embedder.spec;
     let index = setup.settings.catalog.index;
+    let recipe = setup.settings.similarity;
     let catalog = Catalog::load(
         &setup.catalog,
-        Some((spec.output.dim, spec.sha256.as_str())),
+        Some(&crate::catalog::EmbedderFingerprint::running(spec, &recipe)),
         &index,
     )?;
     let mut ks = a.k.clone();
@@ -562,7 +563,8 @@ fn eval_retrieval(a: RetrievalArgs) -> Result<(), EvalError> {
                 })?,
                 None => (0, 0, img.width(), img.height()),
             };
-            let mut v = emb.embed(&img, &[rect])?;
+            // A query is a camera-side crop: its colour comes from its central half.
+            let mut v = recipe.fuse_crops(&img, &[(rect, None)], emb.embed(&img, &[rect])?);
             done += 1;
             tick(done, total);
             v.pop()

@@ -6,8 +6,11 @@
 //! L2-normalised vectors in one batch. Sessions are built once, with a warm-up run, in `build`.
 
 pub mod anchors;
+pub mod colour;
 pub mod detector;
 pub mod embedder;
+pub mod fusion;
+pub mod garment;
 pub mod geometry;
 pub mod labels;
 pub mod preprocess;

@@ -19,16 +19,17 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The running embedder's fingerprint, read from its model config like the daemon does.
+/// The running embedder's fingerprint (with the default `[similarity]` recipe), read from its
+/// model config like the daemon does.
 pub fn fingerprint() -> EmbedderFingerprint {
     let spec = vitrine::config::model::ModelSpec::embedder(
         &repo().join("models/efficientnet_lite0_int8.toml"),
     )
     .expect("the shipped embedder config (models/efficientnet_lite0_int8.toml) must load");
-    EmbedderFingerprint {
-        sha256: spec.sha256,
-        dim: spec.output.dim,
-    }
+    let recipe = vitrine::vision::fusion::RawSimilarity::default()
+        .validate()
+        .expect("the default [similarity] is valid");
+    EmbedderFingerprint::running(&spec, &recipe)
 }
 
 /// Writes a bundle folder of `n` items named `<prefix>-<i>`.
