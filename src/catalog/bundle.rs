@@ -17,8 +17,7 @@ use rayon::prelude::*;
 use super::CatalogError;
 use super::items::{
     EmbedderFingerprint, EmbeddingSource, FORMAT, Item, MANIFEST_MAX, Manifest, cap_problems,
-    check_fields,
-    check_vector, normalise,
+    check_fields, check_vector, normalise,
 };
 
 /// How many problems an error lists before it just counts them.

@@ -838,7 +838,7 @@ mod tests {
                 label: id.clone(),
                 root: store.version_dir(&id),
                 dim: 8,
-                embedder_sha256: Some("s".into()),
+                embedder: None,
             };
             let cat = Catalog::build(
                 meta,

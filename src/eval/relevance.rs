@@ -470,7 +470,10 @@ pub fn run(settings: &Settings, opts: &RelevanceOptions) -> Result<RelevanceRepo
     let spec = &settings.embedder.spec;
     let catalog = Arc::new(Catalog::load(
         &settings.catalog.path,
-        Some((spec.output.dim, spec.sha256.as_str())),
+        Some(&crate::catalog::EmbedderFingerprint::running(
+            spec,
+            &settings.similarity,
+        )),
         &settings.catalog.index,
     )?);
     let shared = Arc::new(arc_swap::ArcSwap::new(catalog.clone()));
