@@ -151,6 +151,7 @@ step_demo() {
 step_goldens() {
   log "golden references"
   "$PY_ORT" "$HERE/golden.py"
+  "$PY_ORT" "$HERE/pose_golden.py"
 }
 
 step_catalog() {
