@@ -134,6 +134,11 @@ step_pose() {
       | tee "$B/pose_${v}_parity.json"
   done
   cp "$B/pose_landmark_full.onnx" "$M/pose_landmark_full.onnx"
+  # int8 (static QDQ) versions only for the model card's comparison: not shipped (MODEL_CARD.md section 4)
+  for v in lite full; do
+    "$PY_ORT" "$HERE/quantize_pose.py" "$B/pose_landmark_$v.onnx" "$B/pose_${v}_int8_static.onnx" "$W/vtest" \
+      --exclude-from "$DEMO_START" --exclude-to $((DEMO_START + DEMO_COUNT)) 2>&1 | grep -v -i warn
+  done
 }
 
 step_configs() {
@@ -163,6 +168,7 @@ step_catalog() {
 step_measure() {
   log "model-card measurements"
   "$PY_ORT" "$HERE/measure.py" --work "$W" --out "$W/measure.json"
+  "$PY_ORT" "$HERE/pose_measure.py" --work "$W" --out "$W/pose_measure.json"
 }
 
 steps=("$@")
