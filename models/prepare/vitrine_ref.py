@@ -1,7 +1,8 @@
 """Reference pre/post-processing for Vitrine models, exactly as models/CONTRACTS.md specifies.
 
-Used by golden.py (golden files for the Rust tests), make_catalog.py (catalog embeddings) and
-measure.py (model-card figures). Needs numpy, Pillow and (for running models) onnxruntime.
+Used by golden.py and pose_golden.py (golden files for the Rust tests), make_catalog.py (catalog
+embeddings), measure.py and pose_measure.py (model-card figures), check_pose.py and quantize_pose.py. Needs
+numpy, Pillow and (for running models) onnxruntime.
 """
 
 from __future__ import annotations
