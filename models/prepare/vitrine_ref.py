@@ -371,21 +371,31 @@ def pose_mask_index(p: int, origin: int, s: int):
 
 
 def garment_mask(mask_prob: np.ndarray, crop: tuple[int, int, int], rect, threshold: float) -> np.ndarray:
-    """The person mask over a frame rectangle (x, y, w, h): u8 [h, w], 255 where the nearest mask cell's
-    probability is > threshold, 0 elsewhere and outside the crop (CONTRACTS.md section 8.4)."""
+    """The person mask over a frame rectangle (x, y, w, h): u8 [h, w], 255 where the pixel's mask cell
+    (pose_mask_index on each axis) has probability > threshold, 0 elsewhere and outside the crop
+    (CONTRACTS.md section 8.4)."""
     x0, y0, s = crop
     x, y, w, h = rect
-    cols = [pose_mask_index(x + i, x0, s) for i in range(w)]
-    rows = [pose_mask_index(y + j, y0, s) for j in range(h)]
-    on = mask_prob > np.float32(threshold)
-    out = np.zeros((h, w), dtype=np.uint8)
-    for j, r in enumerate(rows):
-        if r is None:
-            continue
-        for i, c in enumerate(cols):
-            if c is not None and on[r, c]:
-                out[j, i] = 255
-    return out
+
+    def cells(start, n, origin):
+        d = np.arange(n, dtype=np.int64) + (start - origin)
+        inside = (d >= 0) & (d < s)
+        return np.where(inside, ((2 * d + 1) * POSE_SIZE) // (2 * s), 0), inside
+
+    cols, cin = cells(x, w, x0)
+    rows, rin = cells(y, h, y0)
+    on = mask_prob[np.ix_(rows, cols)] > np.float32(threshold)
+    on &= rin[:, None] & cin[None, :]
+    return np.where(on, np.uint8(255), np.uint8(0))
+
+
+def masked_crop(img: Image.Image, rect, mask_u8: np.ndarray, background=(255, 255, 255)) -> Image.Image:
+    """The RGB crop of a frame rectangle with every pixel whose mask value is <= 127 (not the shopper)
+    replaced by the background colour: what the embedder and the colour descriptor see."""
+    x, y, w, h = rect
+    a = np.asarray(img.crop((x, y, x + w, y + h)), dtype=np.uint8).copy()
+    a[mask_u8 <= 127] = np.asarray(background, dtype=np.uint8)
+    return Image.fromarray(a)
 
 
 def mask_digest(mask_prob: np.ndarray) -> dict:
