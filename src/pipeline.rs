@@ -189,8 +189,10 @@ impl Engine {
             .collect();
         let poses = pose.estimator.estimate(&frame.image, &boxes)?;
         let mut masks = Vec::with_capacity(people.len());
+        let (w, h) = (frame.image.width(), frame.image.height());
         for (ti, p) in people.into_iter().zip(poses) {
-            let regions = body_regions(&p.keypoints, p.confidence, &pose.settings.gates);
+            let seen = p.keypoints_in_frame(w, h);
+            let regions = body_regions(&seen, p.confidence, &pose.settings.gates);
             self.tracker.set_body(ti, regions, now);
             masks.push((ti, p.mask));
         }

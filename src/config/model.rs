@@ -87,9 +87,25 @@ pub struct PoseOutputSpec {
     /// `[N, H, W, 1]`: person-mask logits over the input square.
     #[serde(default = "mask_name")]
     pub mask: String,
+    /// Values per landmark in `landmarks`: x, y, z, visibility logit, presence logit.
+    #[serde(default = "values_per_landmark")]
+    pub values_per_landmark: usize,
     /// Leading keypoints kept (BlazePose has 39; the first 33 are the body).
     #[serde(default = "keypoints_kept")]
     pub keypoints: usize,
+    /// The square crop's side over the person box's longer side (CONTRACTS.md 8.2).
+    #[serde(default = "crop_scale")]
+    pub crop_scale: f32,
+    /// Whether the graph takes several crops in one run.
+    #[serde(default)]
+    pub dynamic_batch: bool,
+}
+
+fn values_per_landmark() -> usize {
+    5
+}
+fn crop_scale() -> f32 {
+    1.25
 }
 
 fn landmarks_name() -> String {
@@ -111,7 +127,10 @@ impl Default for PoseOutputSpec {
             landmarks: landmarks_name(),
             confidence: confidence_name(),
             mask: mask_name(),
+            values_per_landmark: values_per_landmark(),
             keypoints: keypoints_kept(),
+            crop_scale: crop_scale(),
+            dynamic_batch: false,
         }
     }
 }
@@ -321,6 +340,18 @@ impl ModelSpec {
                     problems.push(at(format!(
                         "[pose] keypoints = {} must be at least 33 (the body keypoints the garment regions use)",
                         output.keypoints
+                    )));
+                }
+                if output.values_per_landmark < 5 {
+                    problems.push(at(format!(
+                        "[pose] values_per_landmark = {} must be at least 5 (x, y, z, visibility, presence)",
+                        output.values_per_landmark
+                    )));
+                }
+                if !(output.crop_scale > 0.0 && output.crop_scale <= 10.0) {
+                    problems.push(at(format!(
+                        "[pose] crop_scale = {} must be in (0, 10]",
+                        output.crop_scale
                     )));
                 }
                 problems.is_empty().then(|| {

@@ -27,9 +27,6 @@ use crate::config::model::PoseSpec;
 /// Largest batch of people in one run: bounds the tensor (0.75 MB a person) in a crowd.
 pub const MAX_BATCH: usize = 8;
 
-/// Values per landmark in the model's output: x, y, z, visibility logit, presence logit.
-const LANDMARK_STRIDE: usize = 5;
-
 /// BlazePose keypoint indices the garment regions use.
 pub mod kp {
     pub const LEFT_SHOULDER: usize = 11;
@@ -49,7 +46,7 @@ pub mod kp {
 }
 
 /// `floor(v + 0.5)`: the rounding of the crop rule (Python's `round` rounds half to even).
-fn round_half_up(v: f64) -> i64 {
+fn round_half_up(v: f32) -> i64 {
     (v + 0.5).floor() as i64
 }
 
@@ -63,18 +60,12 @@ pub struct SquareCrop {
 }
 
 impl SquareCrop {
-    /// The crop rule: side `round_half_up(1.25 × larger side)`, at least 1, centred on the box.
-    /// Computed in f64 as the Python reference does.
-    pub fn of_box(b: &PixelBox) -> Self {
-        let (xmin, ymin, xmax, ymax) = (
-            f64::from(b.xmin),
-            f64::from(b.ymin),
-            f64::from(b.xmax),
-            f64::from(b.ymax),
-        );
-        let side = round_half_up(1.25 * (xmax - xmin).max(ymax - ymin)).max(1);
-        let (cx, cy) = ((xmin + xmax) / 2.0, (ymin + ymax) / 2.0);
-        let half = side as f64 / 2.0;
+    /// The crop rule (CONTRACTS.md 8.2): side `round_half_up(scale × longer side)`, at least 1,
+    /// centred on the box; all in f32, as the Python reference computes it.
+    pub fn of_box(b: &PixelBox, scale: f32) -> Self {
+        let side = round_half_up(scale * (b.xmax - b.xmin).max(b.ymax - b.ymin)).max(1);
+        let (cx, cy) = ((b.xmin + b.xmax) / 2.0, (b.ymin + b.ymax) / 2.0);
+        let half = side as f32 / 2.0;
         Self {
             x0: round_half_up(cx - half),
             y0: round_half_up(cy - half),
@@ -104,12 +95,14 @@ impl SquareCrop {
     }
 }
 
-/// One body keypoint in frame pixels; `visibility` is a probability (sigmoid of the logit).
+/// One body keypoint in frame pixels; `visibility` and `presence` are probabilities (sigmoids of
+/// the model's logits).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Keypoint {
     pub x: f32,
     pub y: f32,
     pub visibility: f32,
+    pub presence: f32,
 }
 
 /// Person probabilities over a [`SquareCrop`], on the model's mask grid.
@@ -141,37 +134,37 @@ impl PersonMask {
         (&self.prob, self.width, self.height)
     }
 
-    /// Person probability at frame point `(x, y)` (continuous pixels: the centre of pixel
-    /// (i, j) is (i + 0.5, j + 0.5)), bilinear between mask cells; 0 outside the crop.
-    pub fn prob_at(&self, x: f32, y: f32) -> f32 {
-        let s = self.crop.side as f32;
-        let (cx, cy) = (x - self.crop.x0 as f32, y - self.crop.y0 as f32);
-        if !(0.0..s).contains(&cx) || !(0.0..s).contains(&cy) || self.prob.is_empty() {
-            return 0.0;
+    /// The mask cell holding frame pixel `(px, py)`'s centre (CONTRACTS.md 8.4, integer
+    /// arithmetic so both languages pick the same cell), `None` outside the crop.
+    fn cell(&self, px: i64, py: i64) -> Option<usize> {
+        let s = i64::from(self.crop.side);
+        let (dx, dy) = (px - self.crop.x0, py - self.crop.y0);
+        if !(0..s).contains(&dx) || !(0..s).contains(&dy) {
+            return None;
         }
-        let (w, h) = (self.width as usize, self.height as usize);
-        let axis = |c: f32, n: usize| {
-            let u = (c * n as f32 / s - 0.5).clamp(0.0, (n - 1) as f32);
-            let i = u.floor() as usize;
-            (i, (i + 1).min(n - 1), u - i as f32)
-        };
-        let (x0, x1, fx) = axis(cx, w);
-        let (y0, y1, fy) = axis(cy, h);
-        let at = |xx: usize, yy: usize| self.prob[yy * w + xx];
-        let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
-        let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
-        top * (1.0 - fy) + bottom * fy
+        let (w, h) = (i64::from(self.width), i64::from(self.height));
+        let c = ((2 * dx + 1) * w).div_euclid(2 * s);
+        let r = ((2 * dy + 1) * h).div_euclid(2 * s);
+        Some((r * w + c) as usize)
     }
 
-    /// The mask over frame rectangle `(x, y, w, h)`: 255 where the person probability at the
-    /// pixel's centre is at least `threshold`, else 0.
+    /// Person probability at frame pixel `(px, py)`: that of the mask cell holding the pixel's
+    /// centre (no interpolation); 0 outside the crop.
+    pub fn prob_at(&self, px: i64, py: i64) -> f32 {
+        self.cell(px, py)
+            .and_then(|i| self.prob.get(i).copied())
+            .unwrap_or(0.0)
+    }
+
+    /// The mask over frame rectangle `(x, y, w, h)`: 255 where the pixel's person probability is
+    /// above `threshold`, else 0 (pixels outside the crop are not the shopper).
     pub fn crop_mask(&self, rect: (u32, u32, u32, u32), threshold: f32) -> CropMask {
         let (x, y, w, h) = rect;
         let mut data = Vec::with_capacity(w as usize * h as usize);
         for py in y..y + h {
             for px in x..x + w {
-                let p = self.prob_at(px as f32 + 0.5, py as f32 + 0.5);
-                data.push(if p >= threshold { 255 } else { 0 });
+                let p = self.prob_at(i64::from(px), i64::from(py));
+                data.push(if p > threshold { 255 } else { 0 });
             }
         }
         CropMask {
@@ -191,6 +184,24 @@ pub struct PersonPose {
     /// How sure the model is that a body is there at all (a probability).
     pub confidence: f32,
     pub mask: PersonMask,
+}
+
+impl PersonPose {
+    /// The keypoints with those outside the `width`×`height` frame made invisible: the model
+    /// invents limbs past the frame's edge (CONTRACTS.md 8.3).
+    pub fn keypoints_in_frame(&self, width: u32, height: u32) -> Vec<Keypoint> {
+        let (w, h) = (width as f32, height as f32);
+        self.keypoints
+            .iter()
+            .map(|k| {
+                let inside = (0.0..w).contains(&k.x) && (0.0..h).contains(&k.y);
+                Keypoint {
+                    visibility: if inside { k.visibility } else { 0.0 },
+                    ..*k
+                }
+            })
+            .collect()
+    }
 }
 
 fn sigmoid(v: f32) -> f32 {
@@ -240,6 +251,13 @@ impl PoseEstimator {
             .find(|o| o.name() == spec.input.name)
             .and_then(|o| o.dtype().tensor_shape().map(|s| s[0] < 0))
             .unwrap_or(false);
+        if spec.output.dynamic_batch && !dynamic {
+            return Err(ModelError::Mismatch {
+                path: spec.model_path.clone(),
+                config: spec.config_path.clone(),
+                message: "the config says the batch axis is dynamic but the graph fixes it".into(),
+            });
+        }
         let mut p = Self {
             spec: spec.clone(),
             session: built.session,
@@ -291,7 +309,9 @@ impl PoseEstimator {
     ) -> Result<Vec<PersonPose>, ModelError> {
         let mut out = Vec::with_capacity(people.len());
         for chunk in people.chunks(self.batch) {
-            let crops: Vec<SquareCrop> = chunk.iter().map(SquareCrop::of_box).collect();
+            let scale = self.spec.output.crop_scale;
+            let crops: Vec<SquareCrop> =
+                chunk.iter().map(|b| SquareCrop::of_box(b, scale)).collect();
             out.extend(self.run_batch(frame, &crops)?);
         }
         Ok(out)
@@ -369,8 +389,9 @@ impl PoseEstimator {
         let (_, confidence) = get(&o.confidence)?;
         let (mshape, mask) = get(&o.mask)?;
         let n = crops.len();
+        let stride = o.values_per_landmark;
         let per_lm = landmarks.len() / n.max(1);
-        if landmarks.len() != per_lm * n || per_lm < o.keypoints * LANDMARK_STRIDE {
+        if landmarks.len() != per_lm * n || per_lm < o.keypoints * stride {
             return Err(err(format!(
                 "output '{}' has shape {lshape:?}: fewer than {} keypoints for {n} people",
                 o.landmarks, o.keypoints
@@ -394,11 +415,12 @@ impl PoseEstimator {
                 let scale = crop.side as f32 / side;
                 let keypoints = (0..kp::COUNT)
                     .map(|k| {
-                        let v = &lm[k * LANDMARK_STRIDE..];
+                        let v = &lm[k * stride..];
                         Keypoint {
                             x: crop.x0 as f32 + v[0] * scale,
                             y: crop.y0 as f32 + v[1] * scale,
                             visibility: sigmoid(v[3]),
+                            presence: sigmoid(v[4]),
                         }
                     })
                     .collect();
