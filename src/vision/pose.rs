@@ -483,7 +483,7 @@ mod tests {
     #[test]
     fn the_crop_rule_rounds_half_up_and_may_leave_the_frame() {
         // 100×200 box: side round(250) = 250, centre (150, 200) → (25, 75).
-        let c = SquareCrop::of_box(&PixelBox::from([100.0, 100.0, 200.0, 300.0]));
+        let c = SquareCrop::of_box(&PixelBox::from([100.0, 100.0, 200.0, 300.0]), 1.25);
         assert_eq!(
             c,
             SquareCrop {
@@ -493,7 +493,7 @@ mod tests {
             }
         );
         // Side 1.25 × 2 = 2.5 rounds up to 3 (Python's round would give 2); 1.0 - 1.5 = -0.5 rounds up to 0.
-        let c = SquareCrop::of_box(&PixelBox::from([0.0, 0.0, 2.0, 2.0]));
+        let c = SquareCrop::of_box(&PixelBox::from([0.0, 0.0, 2.0, 2.0]), 1.25);
         assert_eq!(
             c,
             SquareCrop {
@@ -502,7 +502,7 @@ mod tests {
                 side: 3
             }
         );
-        let c = SquareCrop::of_box(&PixelBox::from([-10.0, 5.0, 30.0, 15.0]));
+        let c = SquareCrop::of_box(&PixelBox::from([-10.0, 5.0, 30.0, 15.0]), 1.25);
         assert_eq!(
             c,
             SquareCrop {
@@ -511,7 +511,7 @@ mod tests {
                 side: 50
             }
         );
-        let c = SquareCrop::of_box(&PixelBox::from([3.0, 3.0, 3.0, 3.0]));
+        let c = SquareCrop::of_box(&PixelBox::from([3.0, 3.0, 3.0, 3.0]), 1.25);
         assert_eq!(c.side, 1, "an empty box still gets a pixel");
     }
 
@@ -534,23 +534,54 @@ mod tests {
 
     #[test]
     fn the_mask_is_sampled_in_frame_coordinates() {
-        // A 2×2 grid over a 20-pixel square at (10, 10): left column 0, right column 1.
+        // A 2×2 grid over a 5-pixel square at (10, 10): left column 0.2, right column 0.9.
+        // Pixel centres 0.5..4.5 map to cells floor((2d + 1) · 2 / 10): 0, 0, 1, 1, 1.
         let crop = SquareCrop {
             x0: 10,
             y0: 10,
-            side: 20,
+            side: 5,
         };
-        let m = PersonMask::new(crop, 2, 2, vec![0.0, 1.0, 0.0, 1.0]);
-        assert_eq!(m.prob_at(5.0, 15.0), 0.0, "outside the crop");
-        assert_eq!(m.prob_at(12.0, 12.0), 0.0, "left cell");
-        assert_eq!(m.prob_at(28.0, 28.0), 1.0, "right cell");
-        assert!(
-            (m.prob_at(20.0, 20.0) - 0.5).abs() < 1e-6,
-            "between cell centres"
+        let m = PersonMask::new(crop, 2, 2, vec![0.2, 0.9, 0.2, 0.9]);
+        assert_eq!(m.prob_at(9, 12), 0.0, "outside the crop");
+        assert_eq!(m.prob_at(15, 12), 0.0, "past its right edge");
+        assert_eq!(m.prob_at(11, 14), 0.2);
+        assert_eq!(
+            m.prob_at(12, 10),
+            0.9,
+            "the centre pixel falls in the right cell"
         );
-        let cm = m.crop_mask((18, 10, 4, 1), 0.5);
-        assert_eq!(cm.data, vec![0, 0, 255, 255]);
-        assert_eq!((cm.width, cm.height), (4, 1));
+        let cm = m.crop_mask((9, 11, 7, 1), 0.5);
+        assert_eq!(cm.data, vec![0, 0, 0, 255, 255, 255, 0]);
+        assert_eq!((cm.width, cm.height), (7, 1));
+        let cm = m.crop_mask((12, 11, 1, 1), 0.9);
+        assert_eq!(cm.data, vec![0], "the threshold is strict");
+    }
+
+    #[test]
+    fn keypoints_past_the_frame_are_not_visible() {
+        let k = |x: f32, y: f32| Keypoint {
+            x,
+            y,
+            visibility: 0.9,
+            presence: 1.0,
+        };
+        let crop = SquareCrop {
+            x0: 0,
+            y0: 0,
+            side: 4,
+        };
+        let p = PersonPose {
+            crop,
+            keypoints: vec![k(5.0, 5.0), k(-1.0, 5.0), k(5.0, 100.0)],
+            confidence: 0.9,
+            mask: PersonMask::new(crop, 1, 1, vec![1.0]),
+        };
+        let v: Vec<f32> = p
+            .keypoints_in_frame(64, 48)
+            .iter()
+            .map(|k| k.visibility)
+            .collect();
+        assert_eq!(v, vec![0.9, 0.0, 0.0]);
     }
 
     #[test]
