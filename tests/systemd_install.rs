@@ -96,6 +96,15 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
     ] {
         assert_eq!(cfg["catalog"][key], demo["catalog"][key], "catalog.{key}");
     }
+    for key in [
+        "min_confidence",
+        "min_visibility",
+        "mask_threshold",
+        "background",
+        "min_garment_share",
+    ] {
+        assert_eq!(cfg["pose"][key], demo["pose"][key], "pose.{key}");
+    }
     for key in ["intra_threads", "spinning", "require_gpu"] {
         assert_eq!(cfg["runtime"][key], demo["runtime"][key], "runtime.{key}");
     }
