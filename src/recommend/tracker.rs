@@ -738,6 +738,87 @@ mod tests {
         assert_eq!(waiting, 2, "the two stale ones wait a frame");
     }
 
+    /// With a pose model: a shopper is posed when new and again at the refresh interval; in
+    /// between, the regions of the last pose run follow their box, and only posed shoppers'
+    /// garments are embedded.
+    #[test]
+    fn body_regions_follow_the_shopper_between_pose_runs() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        let bare = |x: f32| ShopperRegions {
+            regions: vec![],
+            ..shopper(x)
+        };
+        let shoe = Region {
+            group: "footwear".into(),
+            bbox: PixelBox::from([10.0, 280.0, 40.0, 310.0]),
+            source: RegionSource::Detection {
+                label: "Footwear".into(),
+                score: 0.6,
+            },
+        };
+        let mut first = bare(0.0);
+        first.regions.push(shoe.clone());
+        let lone = ShopperRegions {
+            person: false,
+            ..first.clone()
+        };
+        t.update(
+            vec![
+                first,
+                ShopperRegions {
+                    bbox: PixelBox::from([600.0, 280.0, 640.0, 310.0]),
+                    ..lone
+                },
+            ],
+            t0,
+        );
+        assert_eq!(
+            t.pose_requests(t0),
+            vec![0],
+            "the lone shoe is nobody to pose"
+        );
+        // A waist-up body: a top and no bottom; the detector's shoe stays.
+        let top = Region {
+            group: "top".into(),
+            bbox: PixelBox::from([20.0, 30.0, 80.0, 120.0]),
+            source: RegionSource::Pose,
+        };
+        t.set_body(0, vec![top], t0);
+        let groups: Vec<&str> = t.tracks()[0]
+            .garments
+            .iter()
+            .map(|g| g.group.as_str())
+            .collect();
+        assert_eq!(groups, vec!["top", "footwear"]);
+        let (req, _) = t.embed_requests_where(t0, |ti| ti == 0);
+        assert_eq!(req.len(), 2, "every garment of the posed shopper: {req:?}");
+        for (ti, gi, _) in req {
+            t.set_embedding(ti, gi, vec![1.0, 0.0], t0);
+        }
+        let later = t0 + Duration::from_millis(100);
+        t.update(vec![bare(10.0)], later);
+        let g = &t.tracks()[0].garments;
+        assert!((g[0].bbox.xmin - 30.0).abs() < 1e-4 && (g[0].bbox.ymax - 120.0).abs() < 1e-4);
+        assert_eq!(g.len(), 1, "the shoe left with its detection");
+        assert!(t.pose_requests(later).is_empty(), "not due yet");
+        assert_eq!(t.embed_requests_where(later, |_| false), (vec![], 1));
+        assert_eq!(
+            t.pose_requests(t0 + Duration::from_millis(1000)),
+            vec![0],
+            "aged"
+        );
+        let mut closer = bare(10.0);
+        closer.bbox.ymax = 400.0;
+        t.update(vec![closer], later);
+        assert_eq!(t.pose_requests(later), vec![0], "came closer");
+        assert_eq!(
+            t.tracks()[0].garments[0].bbox.ymax,
+            160.0,
+            "the top scaled with the box"
+        );
+    }
+
     #[test]
     fn the_list_switches_only_after_a_confirmed_change() {
         let mut t = Tracker::new(TrackerSettings::default());
