@@ -382,8 +382,8 @@ impl Tracker {
     }
 
     /// People in view whose body should be looked at (again): never posed, posed long ago
-    /// (`refresh_ms`), or moved or resized since (`reembed_shift`, `reembed_scale` of the person
-    /// box). New ones first, then the oldest; as many as the embedding budget can take this frame
+    /// (`refresh_ms`), or moved or grown/shrunk in height since (`reembed_shift`, `reembed_scale`
+    /// of the person box). New ones first, then the oldest; as many as the embedding budget can take this frame
     /// (three garments a person), at least one.
     pub fn pose_requests(&self, now: Instant) -> Vec<usize> {
         let s = &self.settings;
@@ -395,8 +395,16 @@ impl Tracker {
             .filter(|(_, t)| match &t.body {
                 None => true,
                 Some(b) => {
+                    // The width is left out: a walker's arms swing the box's width every step,
+                    // while the body's regions only move with its position and height.
+                    let then = PixelBox {
+                        xmin: t.bbox.xmin,
+                        xmax: t.bbox.xmax,
+                        ..b.bbox
+                    };
                     now.saturating_duration_since(b.at) >= s.refresh_ms
-                        || changed(&b.bbox, &t.bbox, s.reembed_shift, s.reembed_scale)
+                        || changed(&b.bbox, &t.bbox, s.reembed_shift, f32::INFINITY)
+                        || changed(&then, &t.bbox, f32::INFINITY, s.reembed_scale)
                 }
             })
             .map(|(ti, t)| (t.body.is_some(), t.body.as_ref().map(|b| b.at), ti))

@@ -337,8 +337,8 @@ impl PoseEstimator {
         });
         let dst = &mut self.input[slot * per..(slot + 1) * per];
         for (i, px) in self.resized.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                let v = lut[c][usize::from(px[order[c]])];
+            for (c, (table, &from)) in lut.iter().zip(&order).enumerate() {
+                let v = table[usize::from(px[from])];
                 match spec.layout {
                     Layout::Nhwc => dst[i * 3 + c] = v,
                     Layout::Nchw => dst[c * plane + i] = v,

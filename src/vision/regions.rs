@@ -433,4 +433,136 @@ mod tests {
         cfg.layout[0].y = [0.6, 0.2];
         assert_eq!(cfg.problems().len(), 1);
     }
+    const GATES: BodyGates = BodyGates {
+        min_confidence: 0.5,
+        min_visibility: 0.5,
+    };
+
+    /// A shopper standing facing the camera, 300 px from shoulders to ankles; every keypoint
+    /// that is not set here sits at the centre with visibility 0.99.
+    fn standing() -> Vec<Keypoint> {
+        let centre = Keypoint {
+            x: 100.0,
+            y: 150.0,
+            visibility: 0.99,
+            presence: 1.0,
+        };
+        let mut k = vec![centre; kp::COUNT];
+        let mut set = |i: usize, x: f32, y: f32| k[i] = Keypoint { x, y, ..centre };
+        set(kp::LEFT_SHOULDER, 120.0, 100.0);
+        set(kp::RIGHT_SHOULDER, 80.0, 100.0);
+        set(kp::LEFT_HIP, 115.0, 200.0);
+        set(kp::RIGHT_HIP, 85.0, 200.0);
+        set(kp::LEFT_KNEE, 113.0, 290.0);
+        set(kp::RIGHT_KNEE, 87.0, 290.0);
+        set(kp::LEFT_ANKLE, 112.0, 380.0);
+        set(kp::RIGHT_ANKLE, 88.0, 380.0);
+        set(kp::LEFT_HEEL, 112.0, 390.0);
+        set(kp::RIGHT_HEEL, 88.0, 390.0);
+        set(kp::LEFT_TOE, 114.0, 398.0);
+        set(kp::RIGHT_TOE, 86.0, 398.0);
+        k
+    }
+
+    fn groups(r: &[Region]) -> Vec<&str> {
+        r.iter().map(|r| r.group.as_str()).collect()
+    }
+
+    fn close(b: PixelBox, want: [f32; 4]) -> bool {
+        <[f32; 4]>::from(b)
+            .iter()
+            .zip(want)
+            .all(|(a, w)| (a - w).abs() < 1e-3)
+    }
+
+    #[test]
+    fn a_whole_body_gets_top_bottom_and_footwear_from_its_keypoints() {
+        let r = body_regions(&standing(), 0.99, &GATES);
+        assert_eq!(groups(&r), vec!["top", "bottom", "footwear"]);
+        assert!(r.iter().all(|r| r.source == RegionSource::Pose));
+        // Torso 100 px: collar 10 px above the shoulders, hem 5 below the hips, 15 px each side.
+        assert!(
+            close(r[0].bbox, [65.0, 90.0, 135.0, 205.0]),
+            "{:?}",
+            r[0].bbox
+        );
+        // Legs 180 px: waistband 18 px above the hips, hem 5.4 below the ankles.
+        assert!(
+            close(r[1].bbox, [67.0, 182.0, 133.0, 385.4]),
+            "{:?}",
+            r[1].bbox
+        );
+        let foot = 2.0f32.hypot(18.0) * 0.35;
+        assert!(close(
+            r[2].bbox,
+            [86.0 - foot, 380.0 - foot, 114.0 + foot, 398.0 + foot]
+        ));
+    }
+
+    #[test]
+    fn a_shopper_seen_from_the_waist_up_has_no_bottom() {
+        let mut k = standing();
+        for p in &mut k[kp::LEFT_KNEE..=kp::RIGHT_TOE] {
+            p.visibility = 0.2;
+        }
+        assert_eq!(groups(&body_regions(&k, 0.95, &GATES)), vec!["top"]);
+    }
+
+    #[test]
+    fn a_shopper_seen_from_behind_keeps_both_garments() {
+        // From behind the model's left side is on the image's left: x mirrored around 100.
+        let k: Vec<Keypoint> = standing()
+            .into_iter()
+            .map(|p| Keypoint {
+                x: 200.0 - p.x,
+                ..p
+            })
+            .collect();
+        let r = body_regions(&k, 0.9, &GATES);
+        assert_eq!(groups(&r), vec!["top", "bottom", "footwear"]);
+        assert!(close(r[0].bbox, [65.0, 90.0, 135.0, 205.0]));
+    }
+
+    #[test]
+    fn an_unsure_pose_gives_no_region_at_all() {
+        assert!(body_regions(&standing(), 0.38, &GATES).is_empty());
+        assert!(body_regions(&standing()[..20], 0.99, &GATES).is_empty());
+    }
+
+    #[test]
+    fn without_ankles_the_bottom_ends_at_the_knees_and_the_feet_have_no_region() {
+        let mut k = standing();
+        for p in &mut k[kp::LEFT_ANKLE..=kp::RIGHT_TOE] {
+            p.visibility = 0.1;
+        }
+        let r = body_regions(&k, 0.9, &GATES);
+        assert_eq!(groups(&r), vec!["top", "bottom"]);
+        // Legs to the knees 90 px: waistband 9 px above the hips, hem 2.7 px below the knees.
+        assert!(
+            close(r[1].bbox, [76.0, 191.0, 124.0, 292.7]),
+            "{:?}",
+            r[1].bbox
+        );
+    }
+
+    #[test]
+    fn a_shopper_turned_sideways_keeps_a_torso_of_plausible_width() {
+        let mut k = standing();
+        for i in [kp::RIGHT_SHOULDER, kp::RIGHT_HIP] {
+            k[i].visibility = 0.1;
+        }
+        k[kp::LEFT_HIP].x = 120.0;
+        let r = body_regions(&k, 0.9, &GATES);
+        assert_eq!(r[0].group, "top");
+        assert!(
+            close(r[0].bbox, [95.0, 90.0, 145.0, 205.0]),
+            "{:?}",
+            r[0].bbox
+        );
+        let strict = BodyGates {
+            min_visibility: 0.995,
+            ..GATES
+        };
+        assert!(body_regions(&k, 0.9, &strict).is_empty());
+    }
 }
