@@ -68,6 +68,9 @@ impl FrameTiming {
     }
 }
 
+/// A frame's garment crops and the (track, garment) each belongs to.
+type CropsToEmbed = (Vec<GarmentCrop>, Vec<(usize, usize)>);
+
 /// The pose model and what to do with its answers.
 pub struct PoseStage {
     pub estimator: PoseEstimator,
@@ -209,7 +212,7 @@ impl Engine {
         &mut self,
         frame: &Frame,
         timing: &mut FrameTiming,
-    ) -> Result<(Vec<GarmentCrop>, Vec<(usize, usize)>), ModelError> {
+    ) -> Result<CropsToEmbed, ModelError> {
         let now = frame.captured;
         let masks = self.pose_due(frame, timing)?;
         let (requests, reused) = match &self.pose {
