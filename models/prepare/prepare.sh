@@ -33,6 +33,8 @@ PY_TORCH="$W/venv-torch/bin/python"
 PY_ORT="$W/venv-ort/bin/python"
 
 log() { printf '\n== %s\n' "$*"; }
+# TensorFlow's start-up chatter, dropped from a pipe (never fails: the producer's status is what counts)
+quiet_tf() { grep -v -e '^20[0-9][0-9]-' -e XNNPACK -e 'rebuild TensorFlow' -e oneDNN || true; }
 
 step_fetch() {
   log "fetch packages"
@@ -127,9 +129,10 @@ step_pose() {
     # keep landmarks, confidence and mask (not the heatmaps and world landmarks), batch axis dynamic
     "$PY_ORT" "$HERE/finalize_onnx.py" "$B/pose_${v}_raw.onnx" "$B/pose_landmark_${v}.onnx" \
       --outputs Identity,Identity_1,Identity_2 --dynamic-batch \
-      --doc "BlazePose GHUM $v landmark model + person mask from MediaPipe Pose 0.5.1675469404, Apache-2.0; see MODEL_CARD.md"
+      --doc "BlazePose GHUM $v landmark model + person mask from MediaPipe Pose 0.5.1675469404, Apache-2.0;\
+ see MODEL_CARD.md"
     "$PY_TF" "$HERE/check_pose.py" tflite "$DL/pose/package/pose_landmark_$v.tflite" "$crops" \
-      "$B/pose_${v}_tflite.npz" 2>&1 | { grep -v -e '^20[0-9][0-9]-' -e XNNPACK -e 'rebuild TensorFlow' -e oneDNN || true; }
+      "$B/pose_${v}_tflite.npz" 2>&1 | quiet_tf
     "$PY_ORT" "$HERE/check_pose.py" compare "$B/pose_landmark_${v}.onnx" "$crops" "$B/pose_${v}_tflite.npz" \
       | tee "$B/pose_${v}_parity.json"
   done
@@ -137,7 +140,7 @@ step_pose() {
   # int8 (static QDQ) versions only for the model card's comparison: not shipped (MODEL_CARD.md section 4)
   for v in lite full; do
     "$PY_ORT" "$HERE/quantize_pose.py" "$B/pose_landmark_$v.onnx" "$B/pose_${v}_int8_static.onnx" "$W/vtest" \
-      --exclude-from "$DEMO_START" --exclude-to $((DEMO_START + DEMO_COUNT)) 2>&1 | grep -v -i warn
+      --exclude-from "$DEMO_START" --exclude-to $((DEMO_START + DEMO_COUNT)) 2>&1 | { grep -v -i warn || true; }
   done
 }
 
