@@ -180,7 +180,7 @@ impl Engine {
             return Ok(Vec::new());
         };
         let now = frame.captured;
-        let people = self.tracker.pose_requests(now);
+        let people = self.tracker.pose_requests(now, pose.settings.refresh);
         if people.is_empty() {
             return Ok(Vec::new());
         }

@@ -102,6 +102,7 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
         "mask_threshold",
         "background",
         "min_garment_share",
+        "refresh_ms",
     ] {
         assert_eq!(cfg["pose"][key], demo["pose"][key], "pose.{key}");
     }

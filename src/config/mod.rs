@@ -165,6 +165,14 @@ pub struct RawPose {
     /// Crops with less of the shopper than this share are not embedded.
     #[serde(default = "min_share")]
     pub min_garment_share: f32,
+    /// A shopper's body (and so their garments' embeddings) is looked at again after this long
+    /// even when they stand still.
+    #[serde(default = "pose_refresh")]
+    pub refresh_ms: u64,
+}
+
+fn pose_refresh() -> u64 {
+    3000
 }
 
 fn half() -> f32 {
@@ -189,6 +197,12 @@ impl RawPose {
                 problems.push(format!("pose.{key} = {v} must be between 0 and 1"));
             }
         }
+        if self.refresh_ms < 100 {
+            problems.push(format!(
+                "pose.refresh_ms = {} must be at least 100",
+                self.refresh_ms
+            ));
+        }
         if !(0.0..1.0).contains(&self.min_garment_share) {
             problems.push(format!(
                 "pose.min_garment_share = {} must be at least 0 and below 1",
@@ -207,6 +221,7 @@ impl RawPose {
             mask_threshold: self.mask_threshold,
             background: self.background,
             min_garment_share: self.min_garment_share,
+            refresh: std::time::Duration::from_millis(self.refresh_ms),
         })
     }
 }
@@ -398,6 +413,7 @@ pub struct PoseSettings {
     pub mask_threshold: f32,
     pub background: [u8; 3],
     pub min_garment_share: f32,
+    pub refresh: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]

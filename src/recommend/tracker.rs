@@ -381,11 +381,11 @@ impl Tracker {
         )
     }
 
-    /// People in view whose body should be looked at (again): never posed, posed long ago
-    /// (`refresh_ms`), or moved or grown/shrunk in height since (`reembed_shift`, `reembed_scale`
+    /// People in view whose body should be looked at (again): never posed, posed more than
+    /// `refresh` ago (`pose.refresh_ms`: a pose run costs five embeddings' CPU), or moved or grown/shrunk in height since (`reembed_shift`, `reembed_scale`
     /// of the person box). New ones first, then the oldest; as many as the embedding budget can take this frame
     /// (three garments a person), at least one.
-    pub fn pose_requests(&self, now: Instant) -> Vec<usize> {
+    pub fn pose_requests(&self, now: Instant, refresh: Duration) -> Vec<usize> {
         let s = &self.settings;
         let mut due: Vec<(bool, Option<Instant>, usize)> = self
             .tracks
@@ -402,7 +402,7 @@ impl Tracker {
                         xmax: t.bbox.xmax,
                         ..b.bbox
                     };
-                    now.saturating_duration_since(b.at) >= s.refresh_ms
+                    now.saturating_duration_since(b.at) >= refresh
                         || changed(&b.bbox, &t.bbox, s.reembed_shift, f32::INFINITY)
                         || changed(&then, &t.bbox, f32::INFINITY, s.reembed_scale)
                 }
@@ -751,6 +751,7 @@ mod tests {
     /// garments are embedded.
     #[test]
     fn body_regions_follow_the_shopper_between_pose_runs() {
+        const REFRESH: Duration = Duration::from_millis(3000);
         let mut t = Tracker::new(TrackerSettings::default());
         let t0 = Instant::now();
         let bare = |x: f32| ShopperRegions {
@@ -782,7 +783,7 @@ mod tests {
             t0,
         );
         assert_eq!(
-            t.pose_requests(t0),
+            t.pose_requests(t0, REFRESH),
             vec![0],
             "the lone shoe is nobody to pose"
         );
@@ -809,17 +810,13 @@ mod tests {
         let g = &t.tracks()[0].garments;
         assert!((g[0].bbox.xmin - 30.0).abs() < 1e-4 && (g[0].bbox.ymax - 120.0).abs() < 1e-4);
         assert_eq!(g.len(), 1, "the shoe left with its detection");
-        assert!(t.pose_requests(later).is_empty(), "not due yet");
+        assert!(t.pose_requests(later, REFRESH).is_empty(), "not due yet");
         assert_eq!(t.embed_requests_where(later, |_| false), (vec![], 1));
-        assert_eq!(
-            t.pose_requests(t0 + Duration::from_millis(1000)),
-            vec![0],
-            "aged"
-        );
+        assert_eq!(t.pose_requests(t0 + REFRESH, REFRESH), vec![0], "aged");
         let mut closer = bare(10.0);
         closer.bbox.ymax = 400.0;
         t.update(vec![closer], later);
-        assert_eq!(t.pose_requests(later), vec![0], "came closer");
+        assert_eq!(t.pose_requests(later, REFRESH), vec![0], "came closer");
         assert_eq!(
             t.tracks()[0].garments[0].bbox.ymax,
             160.0,
