@@ -54,6 +54,8 @@ pub struct BenchReport {
     pub decode_resize: Percentiles,
     pub detector: Percentiles,
     pub crops_embed: Percentiles,
+    /// The pose model (every frame counted, zero where nobody was due).
+    pub pose: Percentiles,
     pub search: Percentiles,
     pub publish: Percentiles,
     pub frame_to_publish: Percentiles,
@@ -65,6 +67,10 @@ pub struct BenchReport {
     pub outside_pipeline_ms: f64,
     pub crops_per_frame: f64,
     pub reused_per_frame: f64,
+    pub people_posed_per_frame: f64,
+    /// Mean share of a masked garment crop that is the shopper, and crops skipped for too little.
+    pub garment_share_mean: f64,
+    pub crops_skipped: usize,
     pub shoppers_per_frame: f64,
     pub providers: Vec<String>,
     /// CPU seconds the process used per frame (all threads).
@@ -236,6 +242,7 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
             .map(|t| ms(t.detect.inference + t.detect.postprocess))
             .collect()),
         crops_embed: pct(timings.iter().map(|t| ms(t.embed)).collect()),
+        pose: pct(timings.iter().map(|t| ms(t.pose)).collect()),
         search: pct(timings.iter().map(|t| ms(t.search)).collect()),
         publish: pct(timings.iter().map(|t| ms(t.publish)).collect()),
         frame_to_publish: pct(e2e),
@@ -252,6 +259,10 @@ pub fn run(settings: &Settings, opts: &BenchOptions) -> Result<BenchReport, Daem
             / n,
         crops_per_frame: timings.iter().map(|t| t.crops).sum::<usize>() as f64 / n,
         reused_per_frame: timings.iter().map(|t| t.reused).sum::<usize>() as f64 / n,
+        people_posed_per_frame: timings.iter().map(|t| t.people_posed).sum::<usize>() as f64 / n,
+        garment_share_mean: timings.iter().map(|t| t.share_sum).sum::<f64>()
+            / timings.iter().map(|t| t.masked).sum::<usize>().max(1) as f64,
+        crops_skipped: timings.iter().map(|t| t.skipped).sum(),
         shoppers_per_frame: shoppers as f64 / n,
         providers: engine
             .providers()
@@ -286,6 +297,7 @@ impl std::fmt::Display for BenchReport {
         for (name, p) in [
             ("decode + resize (capture)", &self.decode_resize),
             ("detector", &self.detector),
+            ("pose", &self.pose),
             ("crops + embed", &self.crops_embed),
             ("search", &self.search),
             ("publish", &self.publish),
@@ -321,6 +333,15 @@ impl std::fmt::Display for BenchReport {
             self.reused_per_frame,
             self.cpu_ms_per_frame
         )?;
+        if self.people_posed_per_frame > 0.0 {
+            writeln!(
+                f,
+                "pose: {:.2} people a frame; masked crops {:.1} % shopper on average, {} skipped",
+                self.people_posed_per_frame,
+                self.garment_share_mean * 100.0,
+                self.crops_skipped
+            )?;
+        }
         if self.searches_checked > 0 {
             writeln!(
                 f,

@@ -367,7 +367,7 @@ pub async fn run(
     }
 }
 
-/// Builds both models as `serve` would (checks the graphs against their configs and label maps,
+/// Builds every model (detector, embedder, pose) as `serve` would (checks the graphs against their configs and label maps,
 /// warms them up) and reports every failure, for `vitrine validate`.
 pub fn check_models(settings: &Settings) -> Result<(), config::ConfigError> {
     let mut problems = Vec::new();
@@ -383,6 +383,12 @@ pub fn check_models(settings: &Settings) -> Result<(), config::ConfigError> {
     }
     if let Err(e) =
         vision::embedder::Embedder::build(&settings.embedder.spec, &settings.runtime.session, lib)
+    {
+        problems.push(e.to_string());
+    }
+    if let Some(pose) = &settings.pose
+        && let Err(e) =
+            vision::pose::PoseEstimator::build(&pose.spec, &settings.runtime.session, lib)
     {
         problems.push(e.to_string());
     }

@@ -3,7 +3,9 @@
 //!
 //! Per frame: detect → garment regions per shopper → tracker → embed the garments that need it
 //! (one batch) → search the active catalog → publish on a `watch` channel, which keeps only the
-//! newest value, the right semantics for a display. The sessions are built on this thread and
+//! newest value, the right semantics for a display. With a pose model, the shoppers whose
+//! garments are due (the tracker's cadence) go through it first, all in one run: their garment
+//! regions come from the body and each crop is masked to the shopper before embedding. The sessions are built on this thread and
 //! never leave it (`Session::run` needs `&mut`), so HTTP handlers never wait on a model.
 
 use std::sync::Arc;
@@ -14,13 +16,16 @@ use tokio::sync::watch;
 
 use crate::capture::{Frame, LatestSlot};
 use crate::catalog::{Catalog, SharedCatalog};
+use crate::config::PoseSettings;
 use crate::config::Settings;
 use crate::recommend::{GarmentRec, ItemRec, Recommendations, ShopperRec, Tracker};
 use crate::telemetry::{Metrics, Stage};
 use crate::vision::detector::{DetectTiming, Detector};
 use crate::vision::embedder::Embedder;
 use crate::vision::fusion::Recipe;
-use crate::vision::regions::{RegionSettings, shoppers};
+use crate::vision::garment::GarmentCrop;
+use crate::vision::pose::{PersonMask, PoseEstimator};
+use crate::vision::regions::{RegionSettings, body_regions, shoppers};
 use crate::vision::{ModelError, ProviderReport};
 
 /// Where one frame's time went, for `vitrine bench` and the stage histograms.
@@ -32,6 +37,14 @@ pub struct FrameTiming {
     pub embed: Duration,
     /// The part of `embed` spent inside ONNX Runtime.
     pub embed_inference: Duration,
+    /// The pose model's preprocessing, run and region finding (zero without `[pose]`).
+    pub pose: Duration,
+    pub pose_inference: Duration,
+    pub people_posed: usize,
+    /// Masked crops, the sum of their shares of shopper pixels, and those skipped for too little.
+    pub masked: usize,
+    pub share_sum: f64,
+    pub skipped: usize,
     pub search: Duration,
     pub publish: Duration,
     pub crops: usize,
@@ -42,23 +55,34 @@ pub struct FrameTiming {
 
 impl FrameTiming {
     pub fn inference(&self) -> Duration {
-        self.detect.inference + self.embed_inference
+        self.detect.inference + self.embed_inference + self.pose_inference
     }
     pub fn total(&self) -> Duration {
         self.decode
             + self.detect.preprocess
             + self.detect.inference
             + self.detect.postprocess
+            + self.pose
             + self.embed
             + self.search
             + self.publish
     }
 }
 
+/// A frame's garment crops and the (track, garment) each belongs to.
+type CropsToEmbed = (Vec<GarmentCrop>, Vec<(usize, usize)>);
+
+/// The pose model and what to do with its answers.
+pub struct PoseStage {
+    pub estimator: PoseEstimator,
+    pub settings: PoseSettings,
+}
+
 /// Everything the inference thread owns.
 pub struct Engine {
     pub detector: Detector,
     pub embedder: Embedder,
+    pub pose: Option<PoseStage>,
     regions: RegionSettings,
     similarity: Recipe,
     tracker: Tracker,
@@ -90,10 +114,28 @@ impl Engine {
             &settings.runtime.session,
             settings.runtime.library.as_deref(),
         )?;
+        let pose = match &settings.pose {
+            None => None,
+            Some(p) => Some(PoseStage {
+                estimator: PoseEstimator::build(
+                    &p.spec,
+                    &settings.runtime.session,
+                    settings.runtime.library.as_deref(),
+                )?,
+                settings: p.clone(),
+            }),
+        };
+        let mut regions = settings.regions.clone();
+        if pose.is_some() {
+            // Bodies give the regions; a fixed layout would show garments a waist-up shopper
+            // does not have until their first pose run.
+            regions.layout.clear();
+        }
         Ok(Self {
             detector,
             embedder,
-            regions: settings.regions.clone(),
+            pose,
+            regions,
             similarity: settings.similarity,
             tracker: Tracker::new(settings.recommend.tracking.clone()),
             catalog,
@@ -114,10 +156,109 @@ impl Engine {
     }
 
     pub fn providers(&self) -> Vec<ProviderReport> {
-        vec![
+        let mut out = vec![
             self.detector.provider().clone(),
             self.embedder.provider().clone(),
-        ]
+        ];
+        out.extend(self.pose.iter().map(|p| p.estimator.provider().clone()));
+        out
+    }
+
+    /// The shoppers being followed, read-only: each garment's [`GarmentTrack::last_crop`] is the
+    /// rectangle and person mask its embedding was last made from (for `vitrine eval`).
+    ///
+    /// [`GarmentTrack::last_crop`]: crate::recommend::tracker::GarmentTrack::last_crop
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Runs the pose model on the people due for it (one run) and gives their tracks the garment
+    /// regions of their bodies. Returns each posed track with its person mask.
+    fn pose_due(
+        &mut self,
+        frame: &Frame,
+        timing: &mut FrameTiming,
+    ) -> Result<Vec<(usize, PersonMask)>, ModelError> {
+        let Some(pose) = self.pose.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let now = frame.captured;
+        let people = self.tracker.pose_requests(now, pose.settings.refresh);
+        if people.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = Instant::now();
+        let before = pose.estimator.inference_time();
+        let boxes: Vec<_> = people
+            .iter()
+            .map(|&ti| self.tracker.tracks()[ti].bbox)
+            .collect();
+        let poses = pose.estimator.estimate(&frame.image, &boxes)?;
+        let mut masks = Vec::with_capacity(people.len());
+        let (w, h) = (frame.image.width(), frame.image.height());
+        for (ti, p) in people.into_iter().zip(poses) {
+            let seen = p.keypoints_in_frame(w, h);
+            let regions = body_regions(&seen, p.confidence, &pose.settings.gates);
+            self.tracker.set_body(ti, regions, now);
+            masks.push((ti, p.mask));
+        }
+        timing.pose = t.elapsed();
+        timing.pose_inference = pose.estimator.inference_time() - before;
+        timing.people_posed = masks.len();
+        Ok(masks)
+    }
+
+    /// The crops to embed this frame and the garments they belong to. With a pose model only the
+    /// people just posed (and lone garments) are embedded, each crop masked to the shopper; crops
+    /// with too little shopper are skipped until the next pose run.
+    fn garment_crops(
+        &mut self,
+        frame: &Frame,
+        timing: &mut FrameTiming,
+    ) -> Result<CropsToEmbed, ModelError> {
+        let now = frame.captured;
+        let masks = self.pose_due(frame, timing)?;
+        let (requests, reused) = match &self.pose {
+            None => self.tracker.embed_requests(now),
+            Some(_) => {
+                let tracks = self.tracker.tracks();
+                self.tracker.embed_requests_where(now, |ti| {
+                    !tracks[ti].person || masks.iter().any(|(m, _)| *m == ti)
+                })
+            }
+        };
+        timing.reused = reused;
+        let (w, h) = (frame.image.width(), frame.image.height());
+        let mut crops = Vec::with_capacity(requests.len());
+        let mut owners = Vec::with_capacity(requests.len());
+        for (ti, gi, b) in requests {
+            let Some(rect) = b.crop_rect(w, h) else {
+                continue;
+            };
+            let mask = match (&self.pose, masks.iter().find(|(m, _)| *m == ti)) {
+                (Some(p), Some((_, m))) if p.settings.mask_threshold > 0.0 => {
+                    Some(m.crop_mask(rect, p.settings.mask_threshold))
+                }
+                _ => None,
+            };
+            let crop = GarmentCrop { rect, mask };
+            if crop.mask.is_some() {
+                let share = crop.garment_share();
+                timing.masked += 1;
+                timing.share_sum += f64::from(share);
+                let min = self
+                    .pose
+                    .as_ref()
+                    .map_or(0.0, |p| p.settings.min_garment_share);
+                if share < min {
+                    timing.skipped += 1;
+                    continue;
+                }
+            }
+            crops.push(crop);
+            owners.push((ti, gi));
+        }
+        Ok((crops, owners))
     }
 
     /// Runs one frame through every stage and returns what to publish.
@@ -138,28 +279,22 @@ impl Engine {
         // stale, and a benchmark replaying at full speed sees the cache as a live camera would.
         let now = frame.captured;
         self.tracker.update(shoppers(&dets, &self.regions), now);
-        let (requests, reused) = self.tracker.embed_requests(now);
-        let (w, h) = (frame.image.width(), frame.image.height());
-        let mut rects = Vec::with_capacity(requests.len());
-        let mut owners = Vec::with_capacity(requests.len());
-        for (ti, gi, b) in requests {
-            if let Some(r) = b.crop_rect(w, h) {
-                rects.push(r);
-                owners.push((ti, gi));
-            }
-        }
+        let (crops, owners) = self.garment_crops(frame, &mut timing)?;
+        let background = self.pose.as_ref().map_or([0; 3], |p| p.settings.background);
         let before = self.embedder.inference_time();
-        let vectors = self.embedder.embed(&frame.image, &rects)?;
-        // The garment's colour joins its embedding (`[similarity]`, vision::fusion).
-        let crops: Vec<_> = rects.iter().map(|r| (*r, None)).collect();
+        let vectors = self
+            .embedder
+            .embed_garments(&frame.image, &crops, background)?;
+        // The garment's colour (from the shopper's pixels when masked) joins its embedding
+        // (`[similarity]`, vision::fusion).
         let vectors = self.similarity.fuse_crops(&frame.image, &crops, vectors);
-        for ((ti, gi), v) in owners.into_iter().zip(vectors) {
+        timing.crops = crops.len();
+        for (((ti, gi), v), crop) in owners.into_iter().zip(vectors).zip(crops) {
             self.tracker.set_embedding(ti, gi, v, now);
+            self.tracker.set_crop(ti, gi, crop);
         }
-        timing.embed = t.elapsed();
+        timing.embed = t.elapsed() - timing.pose;
         timing.embed_inference = self.embedder.inference_time() - before;
-        timing.crops = rects.len();
-        timing.reused = reused;
 
         let t = Instant::now();
         let catalog = self.catalog.load_full();
@@ -267,6 +402,9 @@ pub fn record(metrics: &Metrics, t: &FrameTiming, frame: &Frame) {
     metrics
         .stage(Stage::Detect)
         .observe(t.detect.inference + t.detect.postprocess);
+    if t.people_posed > 0 {
+        metrics.stage(Stage::Pose).observe(t.pose);
+    }
     metrics.stage(Stage::Embed).observe(t.embed);
     metrics.stage(Stage::Search).observe(t.search);
     metrics.stage(Stage::Publish).observe(t.publish);
@@ -275,6 +413,10 @@ pub fn record(metrics: &Metrics, t: &FrameTiming, frame: &Frame) {
         .observe(frame.captured.elapsed());
     metrics.crops_embedded.add(t.crops as u64);
     metrics.embeddings_reused.add(t.reused as u64);
+    metrics.people_posed.add(t.people_posed as u64);
+    metrics.garment_share_count.add(t.masked as u64);
+    metrics.garment_share_sum.add(t.share_sum);
+    metrics.garment_crops_skipped.add(t.skipped as u64);
     metrics.frames_processed.inc();
 }
 

@@ -116,15 +116,18 @@ impl Histogram {
 pub enum Stage {
     Decode,
     Detect,
+    /// The pose model, on the frames where shoppers' garments are (re)embedded.
+    Pose,
     Embed,
     Search,
     Publish,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Decode,
         Stage::Detect,
+        Stage::Pose,
         Stage::Embed,
         Stage::Search,
         Stage::Publish,
@@ -133,6 +136,7 @@ impl Stage {
         match self {
             Stage::Decode => "decode",
             Stage::Detect => "detect",
+            Stage::Pose => "pose",
             Stage::Embed => "embed",
             Stage::Search => "search",
             Stage::Publish => "publish",
@@ -151,7 +155,15 @@ pub struct Metrics {
     pub crops_embedded: Counter,
     pub embeddings_reused: Counter,
     pub pipeline_errors: Counter,
-    pub stage_seconds: [Histogram; 5],
+    /// People run through the pose model.
+    pub people_posed: Counter,
+    /// Masked garment crops, and the sum of their shares of shopper pixels (a summary: the mean
+    /// share is sum / count).
+    pub garment_share_count: Counter,
+    pub garment_share_sum: Gauge,
+    /// Masked crops with too little shopper in them to embed.
+    pub garment_crops_skipped: Counter,
+    pub stage_seconds: [Histogram; 6],
     pub frame_to_publish_seconds: Histogram,
     pub shoppers_in_view: Gauge,
     pub catalog_items: Gauge,
@@ -239,6 +251,24 @@ impl Metrics {
             "vitrine_pipeline_errors_total",
             "Frames the pipeline failed on.",
             self.pipeline_errors.get(),
+        );
+        counter(
+            &mut o,
+            "vitrine_people_posed_total",
+            "People run through the pose model.",
+            self.people_posed.get(),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP vitrine_garment_share Share of each masked garment crop that is the shopper.\n# TYPE vitrine_garment_share summary\nvitrine_garment_share_sum {}\nvitrine_garment_share_count {}",
+            self.garment_share_sum.get(),
+            self.garment_share_count.get()
+        );
+        counter(
+            &mut o,
+            "vitrine_garment_crops_skipped_total",
+            "Masked garment crops not embedded: less of the shopper than pose.min_garment_share.",
+            self.garment_crops_skipped.get(),
         );
         let _ = writeln!(
             o,

@@ -1,6 +1,7 @@
 //! Parity with the reference: detections and embeddings computed by ONNX Runtime in Python with
 //! the documented pre- and post-processing (models/prepare/golden.py, models/CONTRACTS.md) must be
-//! reproduced by the daemon's Rust pipeline — boxes within 1 px, scores within 1e-3.
+//! reproduced by the daemon's Rust pipeline — boxes within 1 px, scores within 1e-3; poses
+//! (models/prepare/pose_golden.py) to the tolerances of models/CONTRACTS.md section 8.
 
 mod common;
 
@@ -11,7 +12,8 @@ use vitrine::capture::replay::read_image;
 use vitrine::config::model::ModelSpec;
 use vitrine::vision::detector::Detector;
 use vitrine::vision::embedder::Embedder;
-use vitrine::vision::geometry::NmsParams;
+use vitrine::vision::geometry::{NmsParams, PixelBox};
+use vitrine::vision::pose::PoseEstimator;
 use vitrine::vision::preprocess::ResizeMode;
 use vitrine::vision::runtime::SessionOptions;
 
@@ -206,4 +208,124 @@ fn a_batch_gives_the_same_vectors_as_one_by_one() {
             "crop {c:?}: batch differs from single by {diff}"
         );
     }
+}
+
+/// Pose parity (models/CONTRACTS.md section 8, tests/data/golden/README.md): the crop of each
+/// person box exactly, keypoints within 0.05 px, visibility, presence and confidence within 1e-3,
+/// the mask's 32×32 area means within 1e-3, and its pixel counts within a few pixels (a
+/// probability within 1e-3 of the threshold may fall either side). All people of a frame go in
+/// one batch, as in the daemon; the reference ran them one by one.
+#[test]
+fn poses_match_the_python_reference() {
+    const PX_TOL: f64 = 0.05;
+    const PROB_TOL: f64 = 1e-3;
+    const COUNT_TOL: i64 = 8;
+    let g = load(&root().join("tests/data/golden/pose_full.json"));
+    let spec = ModelSpec::pose(&root().join(g["model_config"].as_str().expect("model_config")))
+        .expect("spec");
+    let mut pose = PoseEstimator::build(&spec, &SessionOptions::default(), None).expect("pose");
+    let threshold = g["mask_threshold"].as_f64().expect("mask_threshold") as f32;
+    let (mut people, mut worst_px, mut worst_p, mut worst_cell, mut worst_count) =
+        (0, 0f64, 0f64, 0f64, 0i64);
+    let f = |v: &serde_json::Value| v.as_f64().expect("number");
+    for img in g["images"].as_array().expect("images") {
+        let path = root().join(img["image"].as_str().expect("image"));
+        let frame = read_image(&path).expect("decode");
+        let persons = img["persons"].as_array().expect("persons");
+        let boxes: Vec<PixelBox> = persons
+            .iter()
+            .map(|p| {
+                let b: Vec<f32> = p["box"]
+                    .as_array()
+                    .expect("box")
+                    .iter()
+                    .map(|v| f(v) as f32)
+                    .collect();
+                PixelBox::from([b[0], b[1], b[2], b[3]])
+            })
+            .collect();
+        let ours = pose.estimate(&frame, &boxes).expect("estimate");
+        for (p, want) in ours.iter().zip(persons) {
+            let at = format!("{} box {}", path.display(), want["box"]);
+            let c = &want["crop"];
+            assert_eq!(
+                (p.crop.x0, p.crop.y0, i64::from(p.crop.side)),
+                (
+                    c["x0"].as_i64().unwrap_or(i64::MIN),
+                    c["y0"].as_i64().unwrap_or(i64::MIN),
+                    c["s"].as_i64().unwrap_or(i64::MIN)
+                ),
+                "{at}: crop"
+            );
+            let mut prob = |ours: f32, want: f64, what: &str| {
+                let d = (f64::from(ours) - want).abs();
+                worst_p = worst_p.max(d);
+                assert!(d <= PROB_TOL, "{at}: {what} {ours} vs reference {want}");
+            };
+            prob(p.confidence, f(&want["confidence"]), "confidence");
+            let kps = want["keypoints"].as_array().expect("keypoints");
+            assert_eq!(p.keypoints.len(), kps.len(), "{at}: keypoint count");
+            for (k, (ours, w)) in p.keypoints.iter().zip(kps).enumerate() {
+                let w: Vec<f64> = w.as_array().expect("keypoint").iter().map(f).collect();
+                let d = (f64::from(ours.x) - w[0])
+                    .abs()
+                    .max((f64::from(ours.y) - w[1]).abs());
+                worst_px = worst_px.max(d);
+                assert!(
+                    d <= PX_TOL,
+                    "{at}: keypoint {k} at ({}, {}) vs {w:?}",
+                    ours.x,
+                    ours.y
+                );
+                prob(ours.visibility, w[2], &format!("keypoint {k} visibility"));
+                prob(ours.presence, w[3], &format!("keypoint {k} presence"));
+            }
+            let (grid, gw, gh) = p.mask.grid();
+            let (gw, gh) = (gw as usize, gh as usize);
+            let wgrid = want["mask"]["grid32"].as_array().expect("grid32");
+            let (cw, ch) = (gw / 32, gh / 32);
+            for (r, row) in wgrid.iter().enumerate() {
+                for (c, w) in row.as_array().expect("row").iter().enumerate() {
+                    let mut sum = 0f64;
+                    for y in r * ch..(r + 1) * ch {
+                        for x in c * cw..(c + 1) * cw {
+                            sum += f64::from(grid[y * gw + x]);
+                        }
+                    }
+                    let d = (sum / (cw * ch) as f64 - f(w)).abs();
+                    worst_cell = worst_cell.max(d);
+                    assert!(d <= PROB_TOL, "{at}: mask cell ({r}, {c}) off by {d}");
+                }
+            }
+            let mut count = |ours: usize, want: &serde_json::Value, what: &str| {
+                let d = (ours as i64 - want.as_i64().expect("count")).abs();
+                worst_count = worst_count.max(d);
+                assert!(d <= COUNT_TOL, "{at}: {what} {ours} vs reference {want}");
+            };
+            count(
+                grid.iter().filter(|&&v| v > 0.5).count(),
+                &want["mask"]["count_gt_0_5"],
+                "mask count > 0.5",
+            );
+            let r: Vec<u32> = want["box_mask"]["rect"]
+                .as_array()
+                .expect("rect")
+                .iter()
+                .filter_map(|v| v.as_u64().map(|v| v as u32))
+                .collect();
+            let m = p.mask.crop_mask((r[0], r[1], r[2], r[3]), threshold);
+            count(
+                m.data.iter().filter(|&&v| v == 255).count(),
+                &want["box_mask"]["count"],
+                "shopper pixels in the box",
+            );
+            people += 1;
+        }
+        assert_eq!(ours.len(), persons.len());
+    }
+    println!(
+        "pose parity: {people} people, worst keypoint {worst_px:.4} px, worst probability {worst_p:.2e}, \
+         worst mask cell {worst_cell:.2e}, worst mask count {worst_count} px"
+    );
+    assert!(people > 0);
 }

@@ -101,6 +101,16 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
     for key in ["max_connections", "header_timeout_s", "idle_timeout_s"] {
         assert_eq!(cfg["server"][key], demo["server"][key], "server.{key}");
     }
+    for key in [
+        "min_confidence",
+        "min_visibility",
+        "mask_threshold",
+        "background",
+        "min_garment_share",
+        "refresh_ms",
+    ] {
+        assert_eq!(cfg["pose"][key], demo["pose"][key], "pose.{key}");
+    }
     for key in ["intra_threads", "spinning", "require_gpu"] {
         assert_eq!(cfg["runtime"][key], demo["runtime"][key], "runtime.{key}");
     }

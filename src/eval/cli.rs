@@ -564,7 +564,11 @@ fn eval_retrieval(a: RetrievalArgs) -> Result<(), EvalError> {
                 None => (0, 0, img.width(), img.height()),
             };
             // A query is a camera-side crop: its colour comes from its central half.
-            let mut v = recipe.fuse_crops(&img, &[(rect, None)], emb.embed(&img, &[rect])?);
+            let mut v = recipe.fuse_crops(
+                &img,
+                &[crate::vision::garment::GarmentCrop::unmasked(rect)],
+                emb.embed(&img, &[rect])?,
+            );
             done += 1;
             tick(done, total);
             v.pop()

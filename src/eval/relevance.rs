@@ -42,7 +42,7 @@ use crate::capture::{Frame, SourceConfig};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::pipeline::Engine;
-use crate::recommend::{GarmentRec, Recommendations};
+use crate::recommend::{GarmentRec, Recommendations, Tracker};
 
 /// Feeds of one still at most: enough for 8 × `max_embeds_per_frame` garments.
 const MAX_FEEDS: usize = 8;
@@ -316,11 +316,32 @@ fn in_view_garments(recs: &Recommendations) -> impl Iterator<Item = (u64, &Garme
         .flat_map(|s| s.garments.iter().map(move |g| (s.track_id, g)))
 }
 
+/// The person mask the garment was last embedded with, when it was cut from this very rectangle
+/// (a still, or the frame of the embedding): a mask from an earlier frame would select the wrong
+/// pixels, so those garments fall back to the central half like unmasked ones.
+fn garment_mask(
+    tracker: &Tracker,
+    track: u64,
+    garment: usize,
+    rect: (u32, u32, u32, u32),
+) -> Option<image::GrayImage> {
+    let crop = tracker
+        .tracks()
+        .iter()
+        .find(|t| t.id == track)?
+        .garments
+        .get(garment)?
+        .last_crop()?;
+    let m = crop.mask.as_ref().filter(|_| crop.rect == rect)?;
+    image::GrayImage::from_raw(m.width, m.height, m.data.clone())
+}
+
 /// Scores one image's displayed lists.
 fn score_image(
     name: &str,
     img: &RgbImage,
     recs: &Recommendations,
+    tracker: &Tracker,
     colours: &mut ItemColours,
     waist_up: Option<bool>,
     tally: &mut Tally,
@@ -331,12 +352,14 @@ fn score_image(
         .filter(|s| s.garments.iter().any(|g| g.group == "bottom"))
         .count();
     let mut scored = 0;
-    for (track, g) in in_view_garments(recs) {
+    let garments = shoppers
+        .iter()
+        .flat_map(|s| (s.garments.iter().enumerate()).map(move |(gi, g)| (s.track_id, gi, g)));
+    for (track, gi, g) in garments {
         let Some(rect) = g.bbox.crop_rect(img.width(), img.height()) else {
             continue;
         };
-        // The pose branch's person mask plugs in here (the garment's mask, cut to `rect`).
-        let mask: Option<image::GrayImage> = None;
+        let mask = garment_mask(tracker, track, gi, rect);
         let Some(lab) = median_lab(garment_pixels(img, rect, mask.as_ref())) else {
             continue;
         };
@@ -511,7 +534,15 @@ pub fn run(settings: &Settings, opts: &RelevanceOptions) -> Result<RelevanceRepo
             }
             let name = name_of(path);
             let waist_up = labels.get(&name).copied();
-            score_image(&name, &img, &recs, &mut colours, waist_up, &mut tally)?;
+            score_image(
+                &name,
+                &img,
+                &recs,
+                engine.tracker(),
+                &mut colours,
+                waist_up,
+                &mut tally,
+            )?;
         }
     } else {
         let fps = match &settings.camera {
@@ -525,7 +556,15 @@ pub fn run(settings: &Settings, opts: &RelevanceOptions) -> Result<RelevanceRepo
             if (i + 1) % opts.every == 0 {
                 let name = name_of(path);
                 let waist_up = labels.get(&name).copied();
-                score_image(&name, &img, &recs, &mut colours, waist_up, &mut tally)?;
+                score_image(
+                    &name,
+                    &img,
+                    &recs,
+                    engine.tracker(),
+                    &mut colours,
+                    waist_up,
+                    &mut tally,
+                )?;
             }
         }
     }

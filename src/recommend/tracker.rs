@@ -1,5 +1,10 @@
 //! The shopper tracker: greedy IoU association, per-garment embedding state, and the hysteresis
 //! that keeps a garment's list steady.
+//!
+//! With a pose model the tracker also says when a shopper's body must be looked at again
+//! ([`Tracker::pose_requests`]: new, moved, grown or aged, like a garment's embedding). The
+//! garment regions found then are kept relative to the person box ([`BodyLayout`]) and follow the
+//! shopper's box between pose runs, so the model runs only when garments are re-embedded.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Hit;
 use crate::vision::embedder::l2_normalise;
+use crate::vision::garment::GarmentCrop;
 use crate::vision::geometry::PixelBox;
-use crate::vision::regions::{RegionSource, ShopperRegions};
+use crate::vision::regions::{Region, RegionSource, ShopperRegions};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +148,74 @@ pub struct GarmentTrack {
     /// The list on display.
     pub shown: Vec<Hit>,
     pending: Option<(Vec<usize>, u32)>,
+    /// The crop (rectangle and person mask) of the last embedding.
+    crop: Option<GarmentCrop>,
+}
+
+impl GarmentTrack {
+    /// The crop the garment's embedding was last made from: its rectangle in that frame and,
+    /// with a pose model, which of its pixels were the shopper.
+    pub fn last_crop(&self) -> Option<&GarmentCrop> {
+        self.crop.as_ref()
+    }
+}
+
+/// Garment regions found from a shopper's body, as fractions of the person box they were found
+/// in: applied to the current box, they follow the shopper between pose runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BodyLayout {
+    /// `(group, [xmin, ymin, xmax, ymax])`, 0 = the box's left/top edge, 1 = its right/bottom.
+    regions: Vec<(String, [f32; 4])>,
+}
+
+impl BodyLayout {
+    pub fn new(person: &PixelBox, regions: &[Region]) -> Self {
+        let (w, h) = (person.width().max(1.0), person.height().max(1.0));
+        let rel = |b: &PixelBox| {
+            [
+                (b.xmin - person.xmin) / w,
+                (b.ymin - person.ymin) / h,
+                (b.xmax - person.xmin) / w,
+                (b.ymax - person.ymin) / h,
+            ]
+        };
+        Self {
+            regions: regions
+                .iter()
+                .map(|r| (r.group.clone(), rel(&r.bbox)))
+                .collect(),
+        }
+    }
+
+    /// The regions on `person`'s current box.
+    pub fn apply(&self, person: &PixelBox) -> Vec<Region> {
+        let (w, h) = (person.width(), person.height());
+        self.regions
+            .iter()
+            .map(|(group, r)| Region {
+                group: group.clone(),
+                bbox: PixelBox {
+                    xmin: person.xmin + r[0] * w,
+                    ymin: person.ymin + r[1] * h,
+                    xmax: person.xmin + r[2] * w,
+                    ymax: person.ymin + r[3] * h,
+                },
+                source: RegionSource::Pose,
+            })
+            .collect()
+    }
+
+    fn has(&self, group: &str) -> bool {
+        self.regions.iter().any(|(g, _)| g == group)
+    }
+}
+
+/// When and where a shopper's body was last looked at.
+#[derive(Debug, Clone)]
+struct BodyState {
+    layout: BodyLayout,
+    at: Instant,
+    bbox: PixelBox,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +224,31 @@ pub struct Track {
     pub bbox: PixelBox,
     pub last_seen: Instant,
     pub in_view: bool,
+    /// A person (a pose model can look at them), not a lone garment.
+    pub person: bool,
     pub garments: Vec<GarmentTrack>,
+    body: Option<BodyState>,
+}
+
+impl Track {
+    /// The garment regions of the last pose run, relative to the person box.
+    pub fn body_layout(&self) -> Option<&BodyLayout> {
+        self.body.as_ref().map(|b| &b.layout)
+    }
+}
+
+/// This frame's regions for a track: the body layout's on the current box when there is one,
+/// plus the detector's own garments of groups the body did not give.
+fn regions_for(body: Option<&BodyState>, s: ShopperRegions) -> ShopperRegions {
+    let Some(b) = body else { return s };
+    let mut regions = b.layout.apply(&s.bbox);
+    regions.extend(
+        s.regions
+            .into_iter()
+            .filter(|r| matches!(r.source, RegionSource::Detection { .. }))
+            .filter(|r| !b.layout.has(&r.group)),
+    );
+    ShopperRegions { regions, ..s }
 }
 
 /// A garment that needs a (new) embedding: `(track index, garment index, crop box)`.
@@ -206,18 +304,21 @@ impl Tracker {
                     t.bbox = s.bbox;
                     t.last_seen = now;
                     t.in_view = true;
-                    merge_garments(&mut t.garments, s);
+                    t.person = s.person;
+                    merge_garments(&mut t.garments, regions_for(t.body.as_ref(), s));
                 }
                 None => {
                     let mut garments = Vec::new();
-                    let bbox = s.bbox;
+                    let (bbox, person) = (s.bbox, s.person);
                     merge_garments(&mut garments, s);
                     self.tracks.push(Track {
                         id: self.next_id,
                         bbox,
                         last_seen: now,
                         in_view: true,
+                        person,
                         garments,
+                        body: None,
                     });
                     self.next_id += 1;
                 }
@@ -232,10 +333,24 @@ impl Tracker {
     /// since moved too far, within the per-frame budget (missing ones first, then the oldest).
     /// Returns the requests and how many garments reuse their tracked embedding this frame.
     pub fn embed_requests(&self, now: Instant) -> (Vec<EmbedRequest>, usize) {
+        self.embed_requests_where(now, |_| true)
+    }
+
+    /// [`Tracker::embed_requests`] among the tracks `eligible` accepts (with a pose model: those
+    /// whose body was just looked at, and lone garments); the budget goes to those only.
+    pub fn embed_requests_where(
+        &self,
+        now: Instant,
+        eligible: impl Fn(usize) -> bool,
+    ) -> (Vec<EmbedRequest>, usize) {
         // (never embedded, embedded at) orders new garments first, then the stalest.
         let mut stale: Vec<(bool, Option<Instant>, EmbedRequest)> = Vec::new();
         let mut fresh = 0;
         for (ti, t) in self.tracks.iter().enumerate().filter(|(_, t)| t.in_view) {
+            if !eligible(ti) {
+                fresh += t.garments.len();
+                continue;
+            }
             for (gi, g) in t.garments.iter().enumerate() {
                 let is_stale = match (g.embedded_bbox, g.embedded_at) {
                     (Some(b), Some(at)) => {
@@ -264,6 +379,84 @@ impl Tracker {
             stale.into_iter().map(|(_, _, r)| r).collect(),
             fresh + deferred,
         )
+    }
+
+    /// People in view whose body should be looked at (again): never posed, posed more than
+    /// `refresh` ago (`pose.refresh_ms`: a pose run costs five embeddings' CPU), or moved or grown/shrunk in height since (`reembed_shift`, `reembed_scale`
+    /// of the person box). New ones first, then the oldest; as many as the embedding budget can take this frame
+    /// (three garments a person), at least one.
+    pub fn pose_requests(&self, now: Instant, refresh: Duration) -> Vec<usize> {
+        let s = &self.settings;
+        let mut due: Vec<(bool, Option<Instant>, usize)> = self
+            .tracks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.in_view && t.person)
+            .filter(|(_, t)| match &t.body {
+                None => true,
+                Some(b) => {
+                    // The width is left out: a walker's arms swing the box's width every step,
+                    // while the body's regions only move with its position and height.
+                    let then = PixelBox {
+                        xmin: t.bbox.xmin,
+                        xmax: t.bbox.xmax,
+                        ..b.bbox
+                    };
+                    now.saturating_duration_since(b.at) >= refresh
+                        || changed(&b.bbox, &t.bbox, s.reembed_shift, f32::INFINITY)
+                        || changed(&then, &t.bbox, f32::INFINITY, s.reembed_scale)
+                }
+            })
+            .map(|(ti, t)| (t.body.is_some(), t.body.as_ref().map(|b| b.at), ti))
+            .collect();
+        due.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let people = (s.max_embeds_per_frame / 3).max(1);
+        due.into_iter().take(people).map(|(_, _, ti)| ti).collect()
+    }
+
+    /// Takes the garment regions a pose run found on track `ti`'s current box: they replace its
+    /// body's garments (each keeping its smoothed embedding when its group is still there), and
+    /// every garment is due for a fresh embedding from this frame's crop.
+    pub fn set_body(&mut self, ti: usize, regions: Vec<Region>, now: Instant) {
+        let t = &mut self.tracks[ti];
+        let layout = BodyLayout::new(&t.bbox, &regions);
+        let mut all = regions;
+        // The detector's own garments stay for the groups the body does not give.
+        all.extend(
+            t.garments
+                .iter()
+                .filter(|g| !layout.has(&g.group))
+                .filter_map(|g| {
+                    g.kind.as_ref().map(|label| Region {
+                        group: g.group.clone(),
+                        bbox: g.bbox,
+                        source: RegionSource::Detection {
+                            label: label.clone(),
+                            score: 0.0,
+                        },
+                    })
+                }),
+        );
+        let shopper = ShopperRegions {
+            bbox: t.bbox,
+            score: 0.0,
+            person: t.person,
+            regions: all,
+        };
+        merge_garments(&mut t.garments, shopper);
+        for g in &mut t.garments {
+            g.embedded_at = None;
+        }
+        t.body = Some(BodyState {
+            layout,
+            at: now,
+            bbox: t.bbox,
+        });
+    }
+
+    /// Keeps the crop a garment was just embedded from (see [`GarmentTrack::last_crop`]).
+    pub fn set_crop(&mut self, ti: usize, gi: usize, crop: GarmentCrop) {
+        self.tracks[ti].garments[gi].crop = Some(crop);
     }
 
     /// Folds a fresh embedding into the garment's moving average.
@@ -358,7 +551,7 @@ fn merge_garments(garments: &mut Vec<GarmentTrack>, s: ShopperRegions) {
     for r in s.regions {
         let kind = match &r.source {
             RegionSource::Detection { label, .. } => Some(label.clone()),
-            RegionSource::Layout => None,
+            RegionSource::Layout | RegionSource::Pose => None,
         };
         let best = garments
             .iter()
@@ -383,6 +576,7 @@ fn merge_garments(garments: &mut Vec<GarmentTrack>, s: ShopperRegions) {
                 dirty: false,
                 shown: Vec::new(),
                 pending: None,
+                crop: None,
             }),
         }
     }
@@ -392,7 +586,6 @@ fn merge_garments(garments: &mut Vec<GarmentTrack>, s: ShopperRegions) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vision::regions::Region;
 
     fn shopper(x: f32) -> ShopperRegions {
         let b = PixelBox {
@@ -404,6 +597,7 @@ mod tests {
         ShopperRegions {
             bbox: b,
             score: 0.9,
+            person: true,
             regions: vec![Region {
                 group: "top".into(),
                 bbox: PixelBox { ymax: 150.0, ..b },
@@ -550,6 +744,84 @@ mod tests {
             "new shoppers first: {req:?}"
         );
         assert_eq!(waiting, 2, "the two stale ones wait a frame");
+    }
+
+    /// With a pose model: a shopper is posed when new and again at the refresh interval; in
+    /// between, the regions of the last pose run follow their box, and only posed shoppers'
+    /// garments are embedded.
+    #[test]
+    fn body_regions_follow_the_shopper_between_pose_runs() {
+        const REFRESH: Duration = Duration::from_millis(3000);
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        let bare = |x: f32| ShopperRegions {
+            regions: vec![],
+            ..shopper(x)
+        };
+        let shoe = Region {
+            group: "footwear".into(),
+            bbox: PixelBox::from([10.0, 280.0, 40.0, 310.0]),
+            source: RegionSource::Detection {
+                label: "Footwear".into(),
+                score: 0.6,
+            },
+        };
+        let mut first = bare(0.0);
+        first.regions.push(shoe.clone());
+        let lone = ShopperRegions {
+            person: false,
+            ..first.clone()
+        };
+        t.update(
+            vec![
+                first,
+                ShopperRegions {
+                    bbox: PixelBox::from([600.0, 280.0, 640.0, 310.0]),
+                    ..lone
+                },
+            ],
+            t0,
+        );
+        assert_eq!(
+            t.pose_requests(t0, REFRESH),
+            vec![0],
+            "the lone shoe is nobody to pose"
+        );
+        // A waist-up body: a top and no bottom; the detector's shoe stays.
+        let top = Region {
+            group: "top".into(),
+            bbox: PixelBox::from([20.0, 30.0, 80.0, 120.0]),
+            source: RegionSource::Pose,
+        };
+        t.set_body(0, vec![top], t0);
+        let groups: Vec<&str> = t.tracks()[0]
+            .garments
+            .iter()
+            .map(|g| g.group.as_str())
+            .collect();
+        assert_eq!(groups, vec!["top", "footwear"]);
+        let (req, _) = t.embed_requests_where(t0, |ti| ti == 0);
+        assert_eq!(req.len(), 2, "every garment of the posed shopper: {req:?}");
+        for (ti, gi, _) in req {
+            t.set_embedding(ti, gi, vec![1.0, 0.0], t0);
+        }
+        let later = t0 + Duration::from_millis(100);
+        t.update(vec![bare(10.0)], later);
+        let g = &t.tracks()[0].garments;
+        assert!((g[0].bbox.xmin - 30.0).abs() < 1e-4 && (g[0].bbox.ymax - 120.0).abs() < 1e-4);
+        assert_eq!(g.len(), 1, "the shoe left with its detection");
+        assert!(t.pose_requests(later, REFRESH).is_empty(), "not due yet");
+        assert_eq!(t.embed_requests_where(later, |_| false), (vec![], 1));
+        assert_eq!(t.pose_requests(t0 + REFRESH, REFRESH), vec![0], "aged");
+        let mut closer = bare(10.0);
+        closer.bbox.ymax = 400.0;
+        t.update(vec![closer], later);
+        assert_eq!(t.pose_requests(later, REFRESH), vec![0], "came closer");
+        assert_eq!(
+            t.tracks()[0].garments[0].bbox.ymax,
+            160.0,
+            "the top scaled with the box"
+        );
     }
 
     #[test]

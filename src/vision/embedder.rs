@@ -1,5 +1,6 @@
 //! The embedder adapter: garment crops → L2-normalised vectors, all crops of a frame in one run
-//! when the model has a dynamic batch axis.
+//! when the model has a dynamic batch axis. Crops that carry a person mask are embedded with the
+//! pixels off the shopper replaced by the catalog's background ([`super::garment`]).
 //!
 //! The catalog is searched with the dot product, which is only a cosine for unit vectors, so
 //! vectors are normalised here once more even though the shipped graph already does it: a model
@@ -13,6 +14,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::detector::{finish_profile, open_session, profile_prefix};
+use super::garment::{GarmentCrop, masked_crop};
 use super::preprocess::{DType, Preprocessor, TensorSlot};
 use super::runtime::{self, SessionOptions};
 use super::{ModelError, ProviderReport};
@@ -148,6 +150,18 @@ impl Embedder {
         frame: &RgbImage,
         crops: &[(u32, u32, u32, u32)],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let crops: Vec<GarmentCrop> = crops.iter().map(|r| GarmentCrop::unmasked(*r)).collect();
+        self.embed_garments(frame, &crops, [0; 3])
+    }
+
+    /// Embeds garment crops, one vector per crop in order. A masked crop has the pixels that are
+    /// not the shopper replaced by `background` first (the catalog photos' background).
+    pub fn embed_garments(
+        &mut self,
+        frame: &RgbImage,
+        crops: &[GarmentCrop],
+        background: [u8; 3],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let batch = if self.spec.output.dynamic_batch {
             MAX_BATCH
         } else {
@@ -155,7 +169,7 @@ impl Embedder {
         };
         let mut out = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(batch) {
-            out.extend(self.run_batch(frame, chunk)?);
+            out.extend(self.run_batch(frame, chunk, background)?);
         }
         Ok(out)
     }
@@ -172,19 +186,30 @@ impl Embedder {
     fn run_batch(
         &mut self,
         frame: &RgbImage,
-        crops: &[(u32, u32, u32, u32)],
+        crops: &[GarmentCrop],
+        background: [u8; 3],
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let per = self.spec.input.elements();
-        self.input.resize(per * crops.len(), 0.0);
-        for (slot, rect) in self.input.chunks_exact_mut(per).zip(crops) {
-            self.pre
-                .crop_into(frame, *rect, &self.spec.input, TensorSlot::F32(slot))?;
-        }
         let name = self.spec.name.clone();
         let err = |message: String| ModelError::Run {
             model: name.clone(),
             message,
         };
+        let per = self.spec.input.elements();
+        self.input.resize(per * crops.len(), 0.0);
+        for (slot, crop) in self.input.chunks_exact_mut(per).zip(crops) {
+            let slot = TensorSlot::F32(slot);
+            match &crop.mask {
+                None => self
+                    .pre
+                    .crop_into(frame, crop.rect, &self.spec.input, slot)?,
+                Some(_) => {
+                    let masked =
+                        masked_crop(frame, crop, background).map_err(|e| err(e.to_string()))?;
+                    let whole = (0, 0, masked.width(), masked.height());
+                    self.pre.crop_into(&masked, whole, &self.spec.input, slot)?;
+                }
+            }
+        }
         let tensor =
             TensorRef::from_array_view((self.spec.input.shape(crops.len()), &self.input[..]))
                 .map_err(|e| err(e.to_string()))?;

@@ -16,10 +16,9 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use super::colour::{self, Selection};
-use super::garment::CropMask;
+use super::garment::GarmentCrop;
 
 /// A crop `(x, y, w, h)` of a frame and its person mask, when there is one.
-pub type MaskedRect<'a> = ((u32, u32, u32, u32), Option<&'a CropMask>);
 
 /// How the recipe of a catalog without one (made before colour existed) reads.
 pub const CNN_ONLY: &str = "cnn";
@@ -171,7 +170,7 @@ impl Recipe {
     pub fn fuse_crops(
         &self,
         frame: &RgbImage,
-        crops: &[MaskedRect],
+        crops: &[GarmentCrop],
         embeddings: Vec<Vec<f32>>,
     ) -> Vec<Vec<f32>> {
         if self.colour.is_none() {
@@ -180,9 +179,12 @@ impl Recipe {
         embeddings
             .into_iter()
             .zip(crops)
-            .map(|(e, (rect, mask))| {
-                let sel = mask.map_or(Selection::Central, Selection::Mask);
-                self.fuse(e, &colour::crop_descriptor(frame, *rect, sel))
+            .map(|(e, crop)| {
+                let sel = crop
+                    .mask
+                    .as_ref()
+                    .map_or(Selection::Central, Selection::Mask);
+                self.fuse(e, &colour::crop_descriptor(frame, crop.rect, sel))
             })
             .collect()
     }

@@ -3,7 +3,10 @@
 //! A frame enters [`detector::Detector::detect`] (preprocess → ONNX Runtime → decode/NMS, the
 //! [`preprocess::ResizeRecord`] carried from first step to last), the detections become garment
 //! regions in [`regions`], and [`embedder::Embedder::embed`] turns all regions of a frame into
-//! L2-normalised vectors in one batch. Sessions are built once, with a warm-up run, in `build`.
+//! L2-normalised vectors in one batch. With a pose model, [`pose::PoseEstimator::estimate`] finds
+//! each shopper's body keypoints and person mask: [`regions::body_regions`] cuts the garments out
+//! of the body and [`garment`] masks each crop to the shopper before it is embedded. Sessions are
+//! built once, with a warm-up run, in `build`.
 
 pub mod anchors;
 pub mod colour;
@@ -13,6 +16,7 @@ pub mod fusion;
 pub mod garment;
 pub mod geometry;
 pub mod labels;
+pub mod pose;
 pub mod preprocess;
 pub mod regions;
 pub mod resize;
