@@ -18,8 +18,6 @@ use serde::Deserialize;
 use super::colour::{self, Selection};
 use super::garment::GarmentCrop;
 
-/// A crop `(x, y, w, h)` of a frame and its person mask, when there is one.
-
 /// How the recipe of a catalog without one (made before colour existed) reads.
 pub const CNN_ONLY: &str = "cnn";
 
