@@ -61,16 +61,13 @@ pub fn config(dir: &Path, seed: &Path, data: &Path, staff_apart: bool, upload_mb
         set(&mut t, "server", "staff_listen", "127.0.0.1:0".into());
     }
     set(&mut t, "camera", "path", abs("models/demo/frames").into());
-    let det = t["detector"]["model"]
-        .as_str()
-        .expect("detector")
-        .to_string();
-    set(&mut t, "detector", "model", abs(&det).into());
-    let emb = t["embedder"]["model"]
-        .as_str()
-        .expect("embedder")
-        .to_string();
-    set(&mut t, "embedder", "model", abs(&emb).into());
+    for section in ["detector", "embedder", "pose"] {
+        let Some(model) = t.get(section).and_then(|s| s["model"].as_str()) else {
+            continue;
+        };
+        let model = abs(model);
+        set(&mut t, section, "model", model.into());
+    }
     set(&mut t, "catalog", "path", seed.display().to_string().into());
     set(
         &mut t,
