@@ -51,3 +51,36 @@ pub fn largest_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let out = f();
     (out, LARGEST.with(Cell::get))
 }
+
+/// Resident memory is the whole process's, and the other tests of a binary allocate on their own
+/// threads (CI once saw +100 MB that was theirs), so a memory measurement runs in a child process
+/// that runs only it. Called first thing by such a test (`module` = `module_path!()`): in the child
+/// it returns true and the test measures; in the parent it runs the child, checks that it ran and
+/// passed exactly this test, and returns false.
+pub fn measured_alone(module: &str, test: &str) -> bool {
+    const CHILD: &str = "VITRINE_RSS_MEASURE";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let module = module.split_once("::").map_or("", |(_, rest)| rest);
+    let name = format!("{module}::{test}");
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the measuring child");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    // A filter that matched nothing would pass silently.
+    assert!(
+        text.contains("1 passed"),
+        "the child did not run the test:\n{text}"
+    );
+    false
+}

@@ -1337,29 +1337,10 @@ mod tests {
 
     #[test]
     fn decompression_bombs_are_refused_within_300_mb() {
-        // Resident memory is the whole process's, so the measurement runs in a child process that
-        // runs only this test (as `reloading_many_times_does_not_grow_memory` does).
-        const CHILD: &str = "VITRINE_RSS_MEASURE";
-        if std::env::var_os(CHILD).is_none() {
-            let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
-            let name = format!("{module}::decompression_bombs_are_refused_within_300_mb");
-            let exe = std::env::current_exe().expect("test binary");
-            let out = std::process::Command::new(exe)
-                .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
-                .env(CHILD, "1")
-                .output()
-                .expect("run the measuring child");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            println!("{text}");
-            assert!(out.status.success(), "{text}");
-            assert!(
-                text.contains("1 passed"),
-                "the child did not run the test:\n{text}"
-            );
+        if !crate::test_alloc::measured_alone(
+            module_path!(),
+            "decompression_bombs_are_refused_within_300_mb",
+        ) {
             return;
         }
         const BOMB: u64 = 512 << 20;

@@ -264,30 +264,11 @@ mod tests {
 
     #[test]
     fn reloading_many_times_does_not_grow_memory() {
-        // Each reload is dropped with its HnswIo: no leak per catalog swap. Resident memory is the
-        // whole process's, and the other tests of this binary allocate on their own threads (CI saw
-        // +100 MB that was theirs), so the measurement runs in a child process that runs only this.
-        const CHILD: &str = "VITRINE_RSS_MEASURE";
-        if std::env::var_os(CHILD).is_none() {
-            let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
-            let name = format!("{module}::reloading_many_times_does_not_grow_memory");
-            let exe = std::env::current_exe().expect("test binary");
-            let out = std::process::Command::new(exe)
-                .args([name.as_str(), "--exact", "--test-threads=1", "--nocapture"])
-                .env(CHILD, "1")
-                .output()
-                .expect("run the measuring child");
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "{text}");
-            // A filter that matched nothing would pass silently.
-            assert!(
-                text.contains("1 passed"),
-                "the child did not run the test:\n{text}"
-            );
+        // Each reload is dropped with its HnswIo: no leak per catalog swap.
+        if !crate::test_alloc::measured_alone(
+            module_path!(),
+            "reloading_many_times_does_not_grow_memory",
+        ) {
             return;
         }
         let dir = tempfile::tempdir().expect("tmp");

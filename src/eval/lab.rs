@@ -1,43 +1,21 @@
 //! Colour measurement for the relevance evaluation: sRGB → CIELAB (D65), the median colour of a
 //! set of pixels, and the CIEDE2000 colour difference.
 //!
-//! Kept small and self-contained on purpose: the metric must not move when the pipeline's own
-//! colour descriptor (src/vision/colour.rs) is tuned, or the tuning would grade itself.
+//! Kept apart from the pipeline's colour descriptor (src/vision/colour.rs), whose sRGB → Lab
+//! conversion it shares: the metric must not move when the descriptor is tuned, or the tuning
+//! would grade itself.
 //!
 //! ΔE is CIEDE2000 rather than CIE76: CIE76 (plain Euclidean Lab distance) overstates differences
 //! between saturated colours and understates them among greys and blues, and the demo catalog is
 //! mostly saturated tints next to blacks and greys — exactly where the two disagree. CIEDE2000's
 //! values follow perceived difference (≈ 1 just noticeable, > 10 clearly another colour).
 
-/// sRGB (8 bit, IEC 61966-2-1 transfer curve) to CIELAB under D65, `[L, a, b]`.
+/// sRGB (8 bit, IEC 61966-2-1 transfer curve) to CIELAB under D65, `[L, a, b]`. The conversion
+/// is the standard's and shared with the descriptor; what the metric keeps to itself is how it
+/// selects and compares colours (median, CIEDE2000).
 pub fn srgb_to_lab(r: u8, g: u8, b: u8) -> [f32; 3] {
-    let lin = |c: u8| {
-        let c = c as f64 / 255.0;
-        if c <= 0.04045 {
-            c / 12.92
-        } else {
-            ((c + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    let (r, g, b) = (lin(r), lin(g), lin(b));
-    // sRGB primaries to XYZ, each row divided by the D65 white's X, Y, Z.
-    let x = (0.4124564 * r + 0.3575761 * g + 0.1804375 * b) / 0.95047;
-    let y = 0.2126729 * r + 0.7151522 * g + 0.0721750 * b;
-    let z = (0.0193339 * r + 0.1191920 * g + 0.9503041 * b) / 1.08883;
-    let f = |t: f64| {
-        const D: f64 = 6.0 / 29.0;
-        if t > D * D * D {
-            t.cbrt()
-        } else {
-            t / (3.0 * D * D) + 4.0 / 29.0
-        }
-    };
-    let (fx, fy, fz) = (f(x), f(y), f(z));
-    [
-        (116.0 * fy - 16.0) as f32,
-        (500.0 * (fx - fy)) as f32,
-        (200.0 * (fy - fz)) as f32,
-    ]
+    let lab = crate::vision::colour::srgb_to_lab([r, g, b]);
+    [lab.l as f32, lab.a as f32, lab.b as f32]
 }
 
 /// Lab back to 8-bit sRGB (clipped), for drawing swatches on the contact sheet.
