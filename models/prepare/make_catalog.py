@@ -8,7 +8,7 @@ Each item image follows catalog_images.py (28x28 -> 224x224 LANCZOS, coloured, J
 vector of an item is the daemon's `[similarity]` recipe (src/vision/fusion.rs, colour_ref.py): the shipped
 int8 embedder's embedding through onnxruntime, with the CONTRACTS.md pre-processing applied to the stored JPEG
 as read back (the whole image is the crop), joined with the photo's colour descriptor (its non-white pixels)
-at --colour-weight (0.5, the daemon's default; 0 = the embedding alone). The manifest's embedder.recipe names
+at --colour-weight (0.65, the daemon's default; 0 = the embedding alone). The manifest's embedder.recipe names
 the recipe, so a daemon configured otherwise refuses the catalog. Deterministic: the
 selection, colours, names and prices come from fixed seeds; `created` is SOURCE_DATE_EPOCH when set.
 Needs numpy, Pillow, onnxruntime (models/prepare/requirements-ort.txt)."""
@@ -72,7 +72,7 @@ def plan_full():
     return plan
 
 
-def build(mode: str, out: Path, batch: int = 32, limit: int | None = None, colour_weight: float = 0.5):
+def build(mode: str, out: Path, batch: int = 32, limit: int | None = None, colour_weight: float = 0.65):
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     data = {s: ci.load_split(s) for s in ("train", "t10k")}
@@ -131,7 +131,7 @@ if __name__ == "__main__":
     ap.add_argument("mode", choices=["demo", "full"])
     ap.add_argument("out")
     ap.add_argument("--limit", type=int, help="only the first N items (a quick trial)")
-    ap.add_argument("--colour-weight", type=float, default=0.5,
+    ap.add_argument("--colour-weight", type=float, default=0.65,
                     help="the daemon's similarity.colour_weight (0: the CNN embedding alone)")
     a = ap.parse_args()
     build(a.mode, Path(a.out), limit=a.limit, colour_weight=a.colour_weight)

@@ -43,7 +43,7 @@ fn default_colour() -> String {
     "lab-soft-hist".into()
 }
 fn default_weight() -> f32 {
-    0.5
+    0.65
 }
 fn default_background() -> [u8; 3] {
     [255, 255, 255]
