@@ -133,7 +133,7 @@ fn a_catalog_of_another_recipe_is_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(!res.status.success(), "must be refused: {err}");
     assert!(
-        err.contains("recipe 'cnn' (running: 'cnn*0.7071+lab-soft-hist/1*0.7071"),
+        err.contains("recipe 'cnn' (running: 'cnn*0.5916+lab-soft-hist/1*0.8062"),
         "{err}"
     );
     assert!(err.contains("256-d vectors (running: 400)"), "{err}");

@@ -551,19 +551,27 @@ fn eval_retrieval(a: RetrievalArgs) -> Result<(), EvalError> {
         |p| {
             let path = a.images.join(&p.query);
             let img = open_rgb(&path)?;
-            let rect = match p.bbox {
-                Some(b) => b.crop_rect(img.width(), img.height()).ok_or_else(|| {
-                    EvalError::Usage(format!(
-                        "query {}: box {:?} lies outside the {}×{} image",
-                        p.query,
-                        <[f32; 4]>::from(b),
-                        img.width(),
-                        img.height()
-                    ))
-                })?,
-                None => (0, 0, img.width(), img.height()),
+            let Some(b) = p.bbox else {
+                // A query without a box is a product photo: described as the catalog describes its
+                // photos (colour from the pixels off the background).
+                let whole = (0, 0, img.width(), img.height());
+                let e = emb.embed(&img, &[whole])?.pop();
+                let e =
+                    e.ok_or_else(|| EvalError::Usage("the embedder returned nothing".into()))?;
+                done += 1;
+                tick(done, total);
+                return Ok(recipe.fuse_photo(&img, e));
             };
-            // A query is a camera-side crop: its colour comes from its central half.
+            let rect = b.crop_rect(img.width(), img.height()).ok_or_else(|| {
+                EvalError::Usage(format!(
+                    "query {}: box {:?} lies outside the {}×{} image",
+                    p.query,
+                    <[f32; 4]>::from(b),
+                    img.width(),
+                    img.height()
+                ))
+            })?;
+            // A boxed query is a camera-side crop: its colour comes from its central half.
             let mut v = recipe.fuse_crops(
                 &img,
                 &[crate::vision::garment::GarmentCrop::unmasked(rect)],

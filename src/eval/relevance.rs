@@ -336,16 +336,24 @@ fn garment_mask(
     image::GrayImage::from_raw(m.width, m.height, m.data.clone())
 }
 
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Scores one image's displayed lists.
 fn score_image(
-    name: &str,
+    path: &Path,
     img: &RgbImage,
     recs: &Recommendations,
     tracker: &Tracker,
+    labels: &HashMap<String, bool>,
     colours: &mut ItemColours,
-    waist_up: Option<bool>,
     tally: &mut Tally,
 ) -> Result<(), EvalError> {
+    let name = &name_of(path);
+    let waist_up = labels.get(name).copied();
     let shoppers: Vec<_> = recs.shoppers.iter().filter(|s| s.in_view).collect();
     let with_bottom = shoppers
         .iter()
@@ -509,11 +517,6 @@ pub fn run(settings: &Settings, opts: &RelevanceOptions) -> Result<RelevanceRepo
         groups: HashMap::new(),
     };
     let mut tally = Tally::default();
-    let name_of = |p: &Path| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let clock = Instant::now();
     if opts.stills {
         // Past the tracker's timeout between photos, so the blank frame forgets every track.
@@ -532,15 +535,13 @@ pub fn run(settings: &Settings, opts: &RelevanceOptions) -> Result<RelevanceRepo
                     break;
                 }
             }
-            let name = name_of(path);
-            let waist_up = labels.get(&name).copied();
             score_image(
-                &name,
+                path,
                 &img,
                 &recs,
                 engine.tracker(),
+                &labels,
                 &mut colours,
-                waist_up,
                 &mut tally,
             )?;
         }
@@ -554,15 +555,14 @@ pub fn run(settings: &Settings, opts: &RelevanceOptions) -> Result<RelevanceRepo
             let at = clock + Duration::from_secs_f64(i as f64 / fps);
             let (recs, _) = engine.process(&frame(img.clone(), at, i as u64))?;
             if (i + 1) % opts.every == 0 {
-                let name = name_of(path);
-                let waist_up = labels.get(&name).copied();
+                let tracker = engine.tracker();
                 score_image(
-                    &name,
+                    path,
                     &img,
                     &recs,
-                    engine.tracker(),
+                    tracker,
+                    &labels,
                     &mut colours,
-                    waist_up,
                     &mut tally,
                 )?;
             }
