@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use image::RgbImage;
 use ort::session::Session;
-use ort::value::TensorRef;
 
 use super::detector::{finish_profile, open_session, profile_prefix};
 use super::garment::{GarmentCrop, masked_crop};
@@ -210,15 +209,14 @@ impl Embedder {
                 }
             }
         }
-        let tensor =
-            TensorRef::from_array_view((self.spec.input.shape(crops.len()), &self.input[..]))
-                .map_err(|e| err(e.to_string()))?;
-        let t = Instant::now();
-        let outputs = self
-            .session
-            .run(ort::inputs![self.spec.input.name.as_str() => tensor])
-            .map_err(|e| err(e.to_string()))?;
-        self.inference += t.elapsed();
+        let outputs = runtime::run_batch(
+            &mut self.session,
+            &self.spec.input.name,
+            self.spec.input.shape(crops.len()),
+            &self.input,
+            &mut self.inference,
+        )
+        .map_err(err)?;
         let value = outputs
             .get(&self.spec.output.name)
             .ok_or_else(|| err(format!("output '{}' missing", self.spec.output.name)))?;

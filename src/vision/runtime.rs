@@ -9,10 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{Session, SessionOutputs};
 use serde::{Deserialize, Serialize};
 
 /// Where `scripts/bootstrap` puts the library, relative to the project root.
@@ -328,6 +329,24 @@ pub fn provider_from_profile(profile_json: &str) -> Option<(String, Vec<(String,
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let top = counts.first()?.0.clone();
     Some((top, counts))
+}
+
+/// One run of a model with a single f32 input over a batch laid out in `data`; the time inside
+/// ONNX Runtime is added to `spent`, so each model reports its own share of a frame. Errors are
+/// ONNX Runtime's text, for the caller to name its model.
+pub fn run_batch<'s>(
+    session: &'s mut Session,
+    input: &str,
+    shape: [usize; 4],
+    data: &[f32],
+    spent: &mut Duration,
+) -> Result<SessionOutputs<'s>, String> {
+    let tensor =
+        ort::value::TensorRef::from_array_view((shape, data)).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let outputs = session.run(ort::inputs![input => tensor]);
+    *spent += t.elapsed();
+    outputs.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
