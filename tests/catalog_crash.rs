@@ -25,18 +25,6 @@ const STAGES: [(&str, bool, bool); 7] = [
     ("activated", true, true),
 ];
 
-async fn state(d: &Daemon) -> (String, Vec<String>) {
-    let (s, v) = staff_get(d, "/api/catalog/versions").await;
-    assert_eq!(s, 200, "{v}");
-    let ids = v["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| x["id"].as_str().unwrap_or_default().to_string())
-        .collect();
-    (v["active"].as_str().unwrap_or_default().to_string(), ids)
-}
-
 fn leftovers(data: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(data.join("versions"))
         .expect("versions")
@@ -71,7 +59,7 @@ async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
         d.wait_line("vitrine ready", WAIT);
         // What the previous kill left: exactly the expected versions, loaded from the dump.
         assert_eq!(
-            state(&d).await,
+            versions(&d).await,
             (active.clone(), stored.clone()),
             "after kill #{n}"
         );
@@ -107,7 +95,7 @@ async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
     // The last restart: the final state, then a clean import still works.
     let mut d = Daemon::start(&cfg, &[]);
     d.wait_line("vitrine ready", WAIT);
-    assert_eq!(state(&d).await, (active.clone(), stored.clone()));
+    assert_eq!(versions(&d).await, (active.clone(), stored.clone()));
     assert!(leftovers(&data).is_empty());
     wait_recommendations(&d, &active, "up-", WAIT).await;
     let (s, j) = staff_send(&d, Method::POST, "/api/catalog/bundles", Some(body)).await;

@@ -13,32 +13,12 @@ use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn versions(d: &Daemon) -> (String, Vec<String>) {
-    let (s, v) = staff_get(d, "/api/catalog/versions").await;
-    assert_eq!(s, 200, "{v}");
-    let ids = v["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|x| x["id"].as_str().unwrap_or_default().to_string())
-        .collect();
-    (v["active"].as_str().unwrap_or_default().to_string(), ids)
-}
-
 /// Uploads a small bundle of items `<prefix>-<i>` without activating it; returns the version.
 async fn import_inactive(d: &Daemon, work: &Path, prefix: &str, seed: u64) -> String {
     let dir = work.join(prefix);
     bundle(&dir, prefix, 10, Embeddings::Npy, seed);
     let body = tar_gz(&dir, &work.join(format!("{prefix}.tar.gz")));
-    let (s, j) = staff_send(
-        d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    let done = wait_job(d, j["job"]["id"].as_str().expect("job"), WAIT).await;
+    let done = upload_inactive(d, body, WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     done["version"].as_str().expect("version").to_string()
 }
@@ -281,15 +261,7 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     let good = work.path().join("good");
     bundle(&good, "good", 10, Embeddings::Npy, 2);
     let body = tar_gz(&good, &work.path().join("good.tar.gz"));
-    let (s, j) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    upload_inactive(&d, body, WAIT).await;
 
     // Every early refusal drains the body, so a client that writes it all first reads why.
     let cases: Vec<Refusal> = vec![

@@ -6,7 +6,6 @@ mod catalog_support;
 use std::time::Duration;
 
 use catalog_support::*;
-use reqwest::Method;
 use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -40,15 +39,7 @@ async fn a_huge_photo_leaves_no_memory_behind() {
     .save(imgs.join("images/big-0.png"))
     .expect("png");
     let body = tar_gz(&imgs, &work.path().join("imgs.tar.gz"));
-    let (s, j) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    let done = wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    let done = upload_inactive(&d, body, WAIT).await;
     assert_eq!(done["state"].as_str(), Some("succeeded"), "{done}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = d.rss_mib();

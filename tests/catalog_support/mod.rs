@@ -279,6 +279,32 @@ pub async fn staff_send(
 }
 
 /// Polls a job until it is no longer running; returns its last status.
+/// The active version and every stored one, as the staff API lists them.
+pub async fn versions(d: &Daemon) -> (String, Vec<String>) {
+    let (s, v) = staff_get(d, "/api/catalog/versions").await;
+    assert_eq!(s, 200, "{v}");
+    let ids = v["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (v["active"].as_str().unwrap_or_default().to_string(), ids)
+}
+
+/// Uploads a bundle without activating it and waits for its job; returns the finished job.
+pub async fn upload_inactive(d: &Daemon, body: Vec<u8>, timeout: Duration) -> serde_json::Value {
+    let (s, j) = staff_send(
+        d,
+        reqwest::Method::POST,
+        "/api/catalog/bundles?activate=false",
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 202, "{j}");
+    wait_job(d, j["job"]["id"].as_str().expect("job id"), timeout).await
+}
+
 pub async fn wait_job(d: &Daemon, id: &str, timeout: Duration) -> serde_json::Value {
     let t = Instant::now();
     loop {
