@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod build;
 pub mod bundle;
+pub mod channel;
 pub mod cli;
 pub mod import;
 pub mod index;

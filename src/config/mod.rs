@@ -54,6 +54,67 @@ pub struct RawConfig {
     pub recommend: RawRecommend,
     #[serde(default)]
     pub health: RawHealth,
+    #[serde(default)]
+    pub appliance: RawAppliance,
+}
+
+/// Who this box is in a chain of stores: the roll-out bucket and the fleet's metrics use it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppliance {
+    /// Stable id of this box; none: the machine id (/etc/machine-id).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The store this box stands in, as HQ names it (e.g. "paris-rivoli").
+    #[serde(default)]
+    pub store: String,
+}
+
+/// Where the box id is read when the config names none.
+pub const MACHINE_ID: &str = "/etc/machine-id";
+
+/// The machine id systemd (or, on older images, D-Bus) keeps; the host name where a container
+/// has neither, so a config without `appliance.id` still loads there.
+fn machine_id() -> String {
+    [MACHINE_ID, "/var/lib/dbus/machine-id", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
+}
+
+impl RawAppliance {
+    fn settings(&self, problems: &mut Vec<String>) -> ApplianceSettings {
+        let fits = |s: &str| {
+            s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        let id = match &self.id {
+            Some(id) => id.trim().to_string(),
+            None => machine_id(),
+        };
+        if id.is_empty() {
+            problems.push(format!(
+                "appliance.id is not set and {MACHINE_ID} is missing or empty: give the box an id (appliance.id = \"store-0042\")"
+            ));
+        } else if !fits(&id) {
+            problems.push(format!(
+                "appliance.id = {id:?} must be 1–64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        if !fits(&self.store) {
+            problems.push(format!(
+                "appliance.store = {:?} must be at most 64 letters, digits, '-', '_' or '.'",
+                self.store
+            ));
+        }
+        ApplianceSettings {
+            id,
+            store: self.store.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -506,6 +567,14 @@ pub struct CatalogSettings {
 }
 
 #[derive(Debug, Clone)]
+pub struct ApplianceSettings {
+    /// This box's id (`appliance.id`, else the machine id).
+    pub id: String,
+    /// The store's name; may be empty.
+    pub store: String,
+}
+
+#[derive(Debug, Clone)]
 pub struct RecommendSettings {
     pub top_k: usize,
     pub tracking: TrackerSettings,
@@ -528,6 +597,7 @@ pub struct Settings {
     pub catalog: CatalogSettings,
     pub recommend: RecommendSettings,
     pub frame_stale: std::time::Duration,
+    pub appliance: ApplianceSettings,
 }
 
 /// The config used when none is named: `./vitrine.toml`, else the one in the project checkout the
@@ -736,6 +806,7 @@ impl Settings {
         if raw.health.frame_stale_ms < 100 {
             problems.push("health.frame_stale_ms must be at least 100".into());
         }
+        let appliance = raw.appliance.settings(&mut problems);
 
         match (problems.is_empty(), listen, detector, embedder) {
             (true, Some(listen), Some(detector), Some(embedder)) => Ok(Settings {
@@ -791,6 +862,7 @@ impl Settings {
                     tracking: raw.recommend.tracking,
                 },
                 frame_stale: std::time::Duration::from_millis(raw.health.frame_stale_ms),
+                appliance,
             }),
             _ => Err(ConfigError {
                 path: path.into(),

@@ -1,0 +1,237 @@
+//! Real servers for the catalog channel tests, started by the tests themselves: s3s-fs (an
+//! S3-compatible server that stores objects as files) and nginx (a plain HTTP origin with ETag,
+//! `If-None-Match` and Range). Both are installed by `scripts/bootstrap --tests`.
+//!
+//! Each server gets a free port and its own temporary folder, and is killed on drop. `stop` and
+//! `start` again on the same port and folder are how the tests take a server down mid-download.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port} within 20 s");
+}
+
+fn find_binary(env: &str, name: &str, candidates: &[PathBuf], install: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(candidates.iter().cloned())
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: the channel tests run against it. {install}, or set {env}"
+            )
+        })
+}
+
+/// An s3s-fs server: unsigned requests, objects stored as files under `root`.
+pub struct S3Server {
+    pub port: u16,
+    pub root: PathBuf,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl S3Server {
+    /// Starts a server with one empty bucket, `bucket`.
+    pub fn start(bucket: &str) -> S3Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("s3");
+        std::fs::create_dir_all(root.join(bucket)).expect("bucket folder");
+        let mut s = S3Server {
+            port: free_port(),
+            root,
+            child: None,
+            _dir: Some(dir),
+        };
+        s.resume();
+        s
+    }
+
+    pub fn binary() -> PathBuf {
+        let home = std::env::var("HOME").unwrap_or_default();
+        find_binary(
+            "VITRINE_S3S_FS",
+            "s3s-fs",
+            &[Path::new(&home).join(".cargo/bin/s3s-fs")],
+            "Run scripts/bootstrap --tests",
+        )
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint an S3 client is pointed at.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as a crash or a network cut would); objects stay on disk.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and folder.
+    pub fn resume(&mut self) {
+        self.stop();
+        let mut child = Command::new(Self::binary())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        wait_listening(self.port, &mut child, "s3s-fs");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// nginx serving `root` as a static origin, in the foreground under its own prefix.
+pub struct Nginx {
+    pub port: u16,
+    pub root: PathBuf,
+    prefix: PathBuf,
+    extra: String,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Serves a new empty folder. `extra` is added inside the `server` block, e.g.
+    /// `location /slow/ { limit_rate 100k; }` or `location /broken/ { return 500; }`.
+    pub fn start(extra: &str) -> Nginx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("www");
+        let prefix = dir.path().join("nginx");
+        std::fs::create_dir_all(&root).expect("www folder");
+        std::fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
+        let mut n = Nginx {
+            port: free_port(),
+            root,
+            prefix,
+            extra: extra.into(),
+            child: None,
+            _dir: dir,
+        };
+        n.resume();
+        n
+    }
+
+    pub fn binary() -> PathBuf {
+        find_binary(
+            "VITRINE_NGINX",
+            "nginx",
+            &[PathBuf::from("/usr/sbin/nginx")],
+            "Run scripts/bootstrap --tests (Debian's nginx)",
+        )
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn resume(&mut self) {
+        self.stop();
+        let p = &self.prefix;
+        let conf = format!(
+            r#"worker_processes 1;
+pid {pid};
+error_log {err} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {access};
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{ application/json json; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        etag on;
+        {extra}
+    }}
+}}
+"#,
+            pid = p.join("nginx.pid").display(),
+            err = p.join("logs/error.log").display(),
+            access = p.join("logs/access.log").display(),
+            tmp = p.display(),
+            port = self.port,
+            root = self.root.display(),
+            extra = self.extra,
+        );
+        std::fs::write(p.join("nginx.conf"), conf).expect("nginx.conf");
+        let mut child = Command::new(Self::binary())
+            .arg("-p")
+            .arg(p)
+            .arg("-c")
+            .arg(p.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nginx");
+        wait_listening(self.port, &mut child, "nginx");
+        self.child = Some(child);
+    }
+
+    /// The access log so far: one line per request (method, path, status, bytes), to count the
+    /// requests a box made.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
