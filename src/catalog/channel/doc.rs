@@ -375,7 +375,7 @@ pub(crate) mod tests {
         let (other_sk, other_pk) = keypair();
         let doc = document(&other_sk);
         let bytes = serde_json::to_vec(&doc).unwrap();
-        let only_first = TrustedKeys::parse(&[pk.clone()]).unwrap();
+        let only_first = TrustedKeys::parse(std::slice::from_ref(&pk)).unwrap();
         let e = ChannelDocument::parse_verified(&bytes, &only_first).unwrap_err();
         assert_eq!(e.reason, RefusalReason::UnknownKey, "{e}");
         // During a key rotation a box trusts both keys.
