@@ -224,6 +224,15 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// What every model kind's spec shares, read before the kind-specific checks.
+struct Common {
+    name: String,
+    config_path: PathBuf,
+    model_path: PathBuf,
+    sha256: String,
+    dir: PathBuf,
+}
+
 impl ModelSpec {
     /// Reads and checks a model TOML; every problem found is returned, each naming the file.
     pub fn load(config_path: &Path) -> Result<ModelSpec, Vec<String>> {
@@ -258,118 +267,126 @@ impl ModelSpec {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
+        let common = Common {
+            name,
+            config_path: config_path.into(),
+            model_path,
+            sha256: sha,
+            dir: dir.into(),
+        };
+        let mut problem = |m: String| problems.push(at(m));
         let spec = match raw.kind {
-            ModelKind::Detector => {
-                let labels = match &raw.labels {
-                    None => {
-                        problems.push(at(
-                            "a detector needs `labels` (a .pbtxt or .txt label map)".into()
-                        ));
-                        None
-                    }
-                    Some(l) => LabelMap::load(&dir.join(l))
-                        .map_err(|e| problems.push(at(e.to_string())))
-                        .ok(),
-                };
-                let contract = match (raw.contract, raw.ssd.clone(), raw.tf_od_api.clone()) {
-                    (Some(Contract::SsdRaw), Some(ssd), _) => {
-                        problems.extend(
-                            ssd.anchors
-                                .problems()
-                                .into_iter()
-                                .map(|p| at(format!("[ssd.anchors] {p}"))),
-                        );
-                        Some(DetectorContract::SsdRaw(ssd))
-                    }
-                    (Some(Contract::TfOdApi), _, Some(t)) => Some(DetectorContract::TfOdApi(t)),
-                    (Some(Contract::SsdRaw), None, _) => {
-                        problems.push(at("contract \"ssd-raw\" needs an [ssd] table".into()));
-                        None
-                    }
-                    (Some(Contract::TfOdApi), _, None) => {
-                        problems
-                            .push(at("contract \"tf-od-api\" needs a [tf_od_api] table".into()));
-                        None
-                    }
-                    (None, _, _) => {
-                        problems.push(at(
-                            "a detector needs `contract = \"ssd-raw\"` or `\"tf-od-api\"`".into(),
-                        ));
-                        None
-                    }
-                };
-                match (labels, contract) {
-                    (Some(labels), Some(contract)) if problems.is_empty() => {
-                        Some(ModelSpec::Detector(DetectorSpec {
-                            name,
-                            config_path: config_path.into(),
-                            model_path,
-                            sha256: sha,
-                            labels,
-                            input: raw.input,
-                            contract,
-                        }))
-                    }
-                    _ => None,
-                }
-            }
-            ModelKind::Embedder => match raw.output {
-                None => {
-                    problems.push(at("an embedder needs an [output] table (name, dim)".into()));
-                    None
-                }
-                Some(output) => {
-                    if output.dim == 0 {
-                        problems.push(at("[output] dim must be positive".into()));
-                    }
-                    problems.is_empty().then(|| {
-                        ModelSpec::Embedder(EmbedderSpec {
-                            name,
-                            config_path: config_path.into(),
-                            model_path,
-                            sha256: sha,
-                            input: raw.input,
-                            output,
-                        })
-                    })
-                }
-            },
-            ModelKind::Pose => {
-                let output = raw.pose.unwrap_or_default();
-                if output.keypoints < 33 {
-                    problems.push(at(format!(
-                        "[pose] keypoints = {} must be at least 33 (the body keypoints the garment regions use)",
-                        output.keypoints
-                    )));
-                }
-                if output.values_per_landmark < 5 {
-                    problems.push(at(format!(
-                        "[pose] values_per_landmark = {} must be at least 5 (x, y, z, visibility, presence)",
-                        output.values_per_landmark
-                    )));
-                }
-                if !(output.crop_scale > 0.0 && output.crop_scale <= 10.0) {
-                    problems.push(at(format!(
-                        "[pose] crop_scale = {} must be in (0, 10]",
-                        output.crop_scale
-                    )));
-                }
-                problems.is_empty().then(|| {
-                    ModelSpec::Pose(PoseSpec {
-                        name,
-                        config_path: config_path.into(),
-                        model_path,
-                        sha256: sha,
-                        input: raw.input,
-                        output,
-                    })
-                })
-            }
+            ModelKind::Detector => Self::check_detector(raw, common, &mut problem),
+            ModelKind::Embedder => Self::check_embedder(raw, common, &mut problem),
+            ModelKind::Pose => Self::check_pose(raw, common, &mut problem),
         };
         match spec {
             Some(s) if problems.is_empty() => Ok(s),
             _ => Err(problems),
         }
+    }
+
+    /// The detector's checks: a label map and a complete output contract.
+    fn check_detector(
+        raw: RawModelFile,
+        c: Common,
+        problem: &mut impl FnMut(String),
+    ) -> Option<ModelSpec> {
+        let labels = match &raw.labels {
+            None => {
+                problem("a detector needs `labels` (a .pbtxt or .txt label map)".into());
+                None
+            }
+            Some(l) => LabelMap::load(&c.dir.join(l))
+                .map_err(|e| problem(e.to_string()))
+                .ok(),
+        };
+        let contract = match (raw.contract, raw.ssd, raw.tf_od_api) {
+            (Some(Contract::SsdRaw), Some(ssd), _) => {
+                for p in ssd.anchors.problems() {
+                    problem(format!("[ssd.anchors] {p}"));
+                }
+                Some(DetectorContract::SsdRaw(ssd))
+            }
+            (Some(Contract::TfOdApi), _, Some(t)) => Some(DetectorContract::TfOdApi(t)),
+            (Some(Contract::SsdRaw), None, _) => {
+                problem("contract \"ssd-raw\" needs an [ssd] table".into());
+                None
+            }
+            (Some(Contract::TfOdApi), _, None) => {
+                problem("contract \"tf-od-api\" needs a [tf_od_api] table".into());
+                None
+            }
+            (None, _, _) => {
+                problem("a detector needs `contract = \"ssd-raw\"` or `\"tf-od-api\"`".into());
+                None
+            }
+        };
+        Some(ModelSpec::Detector(DetectorSpec {
+            name: c.name,
+            config_path: c.config_path,
+            model_path: c.model_path,
+            sha256: c.sha256,
+            labels: labels?,
+            input: raw.input,
+            contract: contract?,
+        }))
+    }
+
+    fn check_embedder(
+        raw: RawModelFile,
+        c: Common,
+        problem: &mut impl FnMut(String),
+    ) -> Option<ModelSpec> {
+        let Some(output) = raw.output else {
+            problem("an embedder needs an [output] table (name, dim)".into());
+            return None;
+        };
+        if output.dim == 0 {
+            problem("[output] dim must be positive".into());
+        }
+        Some(ModelSpec::Embedder(EmbedderSpec {
+            name: c.name,
+            config_path: c.config_path,
+            model_path: c.model_path,
+            sha256: c.sha256,
+            input: raw.input,
+            output,
+        }))
+    }
+
+    fn check_pose(
+        raw: RawModelFile,
+        c: Common,
+        problem: &mut impl FnMut(String),
+    ) -> Option<ModelSpec> {
+        let output = raw.pose.unwrap_or_default();
+        if output.keypoints < 33 {
+            problem(format!(
+                "[pose] keypoints = {} must be at least 33 (the body keypoints the garment regions use)",
+                output.keypoints
+            ));
+        }
+        if output.values_per_landmark < 5 {
+            problem(format!(
+                "[pose] values_per_landmark = {} must be at least 5 (x, y, z, visibility, presence)",
+                output.values_per_landmark
+            ));
+        }
+        if !(output.crop_scale > 0.0 && output.crop_scale <= 10.0) {
+            problem(format!(
+                "[pose] crop_scale = {} must be in (0, 10]",
+                output.crop_scale
+            ));
+        }
+        Some(ModelSpec::Pose(PoseSpec {
+            name: c.name,
+            config_path: c.config_path,
+            model_path: c.model_path,
+            sha256: c.sha256,
+            input: raw.input,
+            output,
+        }))
     }
 
     fn kind_name(&self) -> &'static str {

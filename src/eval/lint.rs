@@ -30,7 +30,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::EvalError;
-use super::formats::{Dataset, ImageRecord};
+use super::formats::{BoxRecord, Dataset, ImageRecord};
 use crate::vision::geometry::PixelBox;
 
 /// What a lint run looks for.
@@ -357,70 +357,126 @@ pub fn lint(
     opts: &LintOptions,
     people: Option<&mut PersonCounter<'_>>,
 ) -> Result<LintReport, EvalError> {
-    let mut col = Collector {
-        checks: BTreeMap::new(),
-    };
-    let mut skipped = Vec::new();
-    let mut hints = Vec::new();
-    let n = ds.images.len();
-    let paths: Vec<PathBuf> = match &opts.images {
-        Some(root) => ds.images.iter().map(|r| root.join(&r.image)).collect(),
-        None => Vec::new(),
-    };
-    let facts: Vec<Option<ImageFacts>> = if opts.images.is_some() {
-        inspect_all(&paths, opts.threads)
-            .into_iter()
-            .map(Some)
-            .collect()
-    } else {
-        skipped.push(
-            "image files (missing/unreadable, size, duplicates, people): no images folder given"
-                .into(),
-        );
-        vec![None; n]
-    };
+    let mut run = Run::new(ds, opts);
+    let cleaned: Vec<ImageRecord> = (0..ds.images.len()).map(|i| run.clean(i)).collect();
+    run.duplicates();
+    if let Some(count) = people {
+        run.people(count)?;
+    }
+    let (categories, imbalance) = run.categories();
+    run.overshoot_hint();
+    Ok(run.finish(cleaned, categories, imbalance))
+}
 
-    let mut keep = vec![true; n];
-    let mut cleaned: Vec<ImageRecord> = Vec::with_capacity(n);
-    let mut summary = CleanSummary::default();
-    let mut unknown_size = 0usize;
-    let mut overshoot: Vec<(String, f32)> = Vec::new();
-    let mut sized_images = 0usize;
+/// One lint run's working state: what each check found, and which images it keeps.
+struct Run<'a> {
+    ds: &'a Dataset,
+    opts: &'a LintOptions,
+    /// Image files, in dataset order (empty without an images folder).
+    paths: Vec<PathBuf>,
+    facts: Vec<Option<ImageFacts>>,
+    col: Collector,
+    keep: Vec<bool>,
+    summary: CleanSummary,
+    skipped: Vec<String>,
+    hints: Vec<String>,
+    unknown_size: usize,
+    sized_images: usize,
+    /// Images with boxes past their right or bottom edge, and by how much (× the image size).
+    overshoot: Vec<(String, f32)>,
+}
 
-    for (i, rec) in ds.images.iter().enumerate() {
-        let name = rec.image.as_str();
-        let mut out = rec.clone();
-        // 1. The file.
-        let actual = match &facts[i] {
+impl<'a> Run<'a> {
+    fn new(ds: &'a Dataset, opts: &'a LintOptions) -> Self {
+        let n = ds.images.len();
+        let mut skipped = Vec::new();
+        let paths: Vec<PathBuf> = match &opts.images {
+            Some(root) => ds.images.iter().map(|r| root.join(&r.image)).collect(),
+            None => Vec::new(),
+        };
+        let facts: Vec<Option<ImageFacts>> = if opts.images.is_some() {
+            inspect_all(&paths, opts.threads)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            skipped.push(
+                "image files (missing/unreadable, size, duplicates, people): no images folder given"
+                    .into(),
+            );
+            vec![None; n]
+        };
+        Self {
+            ds,
+            opts,
+            paths,
+            facts,
+            col: Collector {
+                checks: BTreeMap::new(),
+            },
+            keep: vec![true; n],
+            summary: CleanSummary::default(),
+            skipped,
+            hints: Vec::new(),
+            unknown_size: 0,
+            sized_images: 0,
+            overshoot: Vec::new(),
+        }
+    }
+
+    /// Checks 1–3 on image `i`: its record with the size repaired and bad boxes dropped.
+    fn clean(&mut self, i: usize) -> ImageRecord {
+        let mut out = self.ds.images[i].clone();
+        let actual = self.file(i);
+        if !self.keep[i] {
+            return out;
+        }
+        let size = self.repair_size(i, &mut out, actual);
+        if size.is_none() {
+            self.unknown_size += 1;
+        } else {
+            self.sized_images += 1;
+        }
+        self.boxes(i, &mut out, size);
+        out
+    }
+
+    /// 1. The file: its size when it was read; missing and unreadable files drop the image.
+    fn file(&mut self, i: usize) -> Option<(u32, u32)> {
+        let name = self.ds.images[i].image.as_str();
+        match &self.facts[i] {
             Some(ImageFacts::Missing) => {
-                col.add(
-                    Check::MissingImage,
-                    name,
-                    None,
-                    format!("{} does not exist", paths[i].display()),
-                );
-                keep[i] = false;
+                let detail = format!("{} does not exist", self.paths[i].display());
+                self.col.add(Check::MissingImage, name, None, detail);
+                self.keep[i] = false;
                 None
             }
             Some(ImageFacts::Unreadable(e)) => {
-                col.add(Check::UnreadableImage, name, None, e.clone());
-                keep[i] = false;
+                self.col.add(Check::UnreadableImage, name, None, e.clone());
+                self.keep[i] = false;
                 None
             }
             Some(ImageFacts::Read { width, height, .. }) => Some((*width, *height)),
             None => None,
-        };
-        if !keep[i] {
-            cleaned.push(out);
-            continue;
         }
-        // 2. Size.
+    }
+
+    /// 2. Size: boxes drawn on another copy of the image are rescaled to the file, normalised
+    /// boxes multiplied out. Returns the image's size, when known.
+    fn repair_size(
+        &mut self,
+        i: usize,
+        out: &mut ImageRecord,
+        actual: Option<(u32, u32)>,
+    ) -> Option<(u32, u32)> {
+        let rec = &self.ds.images[i];
+        let name = rec.image.as_str();
         let declared = rec.width.zip(rec.height);
         if let (Some((dw, dh)), Some((aw, ah))) = (declared, actual)
             && (dw, dh) != (aw, ah)
         {
             let (sx, sy) = (aw as f32 / dw.max(1) as f32, ah as f32 / dh.max(1) as f32);
-            col.add(
+            self.col.add(
                 Check::SizeMismatch,
                 name,
                 None,
@@ -428,15 +484,8 @@ pub fn lint(
                     "the record says {dw}×{dh} but the file is {aw}×{ah}: its boxes were drawn on another copy; rescaled by ({sx:.4}, {sy:.4})"
                 ),
             );
-            for b in &mut out.boxes {
-                b.bbox = PixelBox::from([
-                    b.bbox.xmin * sx,
-                    b.bbox.ymin * sy,
-                    b.bbox.xmax * sx,
-                    b.bbox.ymax * sy,
-                ]);
-            }
-            summary.boxes_rescaled += out.boxes.len();
+            scale_boxes(out, sx, sy);
+            self.summary.boxes_rescaled += out.boxes.len();
         }
         let size = actual.or(declared);
         if actual.is_some() {
@@ -452,7 +501,7 @@ pub fn lint(
                 c.iter().all(|v| (0.0..=1.0).contains(v))
             })
         {
-            col.add(
+            self.col.add(
                 Check::NormalisedBoxes,
                 name,
                 None,
@@ -460,221 +509,203 @@ pub fn lint(
                     "every coordinate is within 0..1 on a {w}×{h} image: the boxes are normalised, not pixels; multiplied by the image size"
                 ),
             );
-            for b in &mut out.boxes {
-                b.bbox = PixelBox::from([
-                    b.bbox.xmin * w as f32,
-                    b.bbox.ymin * h as f32,
-                    b.bbox.xmax * w as f32,
-                    b.bbox.ymax * h as f32,
-                ]);
-            }
-            summary.boxes_rescaled += out.boxes.len();
+            scale_boxes(out, w as f32, h as f32);
+            self.summary.boxes_rescaled += out.boxes.len();
         }
-        // 3. Boxes.
-        if size.is_none() {
-            unknown_size += 1;
-        } else {
-            sized_images += 1;
-        }
+        size
+    }
+
+    /// 3. Boxes: invalid and empty ones dropped, those past the edges clamped (dropped when
+    /// nothing is left). An image that loses all its boxes is dropped too.
+    fn boxes(&mut self, i: usize, out: &mut ImageRecord, size: Option<(u32, u32)>) {
+        let name = self.ds.images[i].image.clone();
         let had_boxes = !out.boxes.is_empty();
         let mut boxes = Vec::with_capacity(out.boxes.len());
         let mut worst_overshoot: f32 = 0.0;
-        for (bi, mut b) in std::mem::take(&mut out.boxes).into_iter().enumerate() {
-            let original = ds.images[i].boxes.get(bi).map(|o| o.bbox).unwrap_or(b.bbox);
-            let c: [f32; 4] = b.bbox.into();
-            let at = Some((bi, b.label.as_str()));
-            if c.iter().any(|v| !v.is_finite())
-                || b.bbox.xmax < b.bbox.xmin
-                || b.bbox.ymax < b.bbox.ymin
-            {
-                col.add(
-                    Check::InvalidBox,
-                    name,
-                    at,
-                    format!(
-                        "{} is inverted or not finite (expected [xmin, ymin, xmax, ymax]); dropped",
-                        fmt_box(&original)
-                    ),
-                );
-                summary.boxes_dropped += 1;
-                continue;
+        for (bi, b) in std::mem::take(&mut out.boxes).into_iter().enumerate() {
+            let original = self.ds.images[i]
+                .boxes
+                .get(bi)
+                .map(|o| o.bbox)
+                .unwrap_or(b.bbox);
+            if let Some(b) = self.check_box(&name, bi, b, original, size, &mut worst_overshoot) {
+                boxes.push(b);
             }
-            if b.bbox.area() <= 0.0 {
-                col.add(
-                    Check::ZeroArea,
-                    name,
-                    at,
-                    format!("{} has zero area; dropped", fmt_box(&original)),
-                );
-                summary.boxes_dropped += 1;
-                continue;
-            }
-            if let Some((w, h)) = size {
-                let t = opts.edge_tolerance;
-                let (wf, hf) = (w as f32, h as f32);
-                if b.bbox.xmin < -t
-                    || b.bbox.ymin < -t
-                    || b.bbox.xmax > wf + t
-                    || b.bbox.ymax > hf + t
-                {
-                    worst_overshoot = worst_overshoot.max((b.bbox.xmax / wf).max(b.bbox.ymax / hf));
-                    let clamped = b.bbox.clamped(w, h);
-                    if clamped.area() <= 0.0 {
-                        col.add(
-                            Check::OutOfImage,
-                            name,
-                            at,
-                            format!(
-                                "{} lies outside the {w}×{h} image; dropped",
-                                fmt_box(&b.bbox)
-                            ),
-                        );
-                        summary.boxes_dropped += 1;
-                        continue;
-                    }
-                    col.add(
-                        Check::OutOfImage,
-                        name,
-                        at,
-                        format!(
-                            "{} reaches past the {w}×{h} image; clamped to {}",
-                            fmt_box(&b.bbox),
-                            fmt_box(&clamped)
-                        ),
-                    );
-                    b.bbox = clamped;
-                    summary.boxes_clamped += 1;
-                }
-            }
-            boxes.push(b);
         }
         if worst_overshoot > 1.0 {
-            overshoot.push((name.to_string(), worst_overshoot));
+            self.overshoot.push((name, worst_overshoot));
         }
         out.boxes = boxes;
         if had_boxes && out.boxes.is_empty() {
-            keep[i] = false;
+            self.keep[i] = false;
         }
-        cleaned.push(out);
     }
 
-    // 4. Duplicates, among images that were read.
-    let mut first_by_sha: HashMap<[u8; 32], usize> = HashMap::new();
-    let mut tree = BkTree::default();
-    for (i, f) in facts.iter().enumerate() {
-        let Some(ImageFacts::Read { sha256, dhash, .. }) = f else {
-            continue;
+    /// One box of check 3: `None` when it is dropped.
+    fn check_box(
+        &mut self,
+        name: &str,
+        bi: usize,
+        mut b: BoxRecord,
+        original: PixelBox,
+        size: Option<(u32, u32)>,
+        worst_overshoot: &mut f32,
+    ) -> Option<BoxRecord> {
+        let c: [f32; 4] = b.bbox.into();
+        let label = b.label.clone();
+        let at = Some((bi, label.as_str()));
+        if c.iter().any(|v| !v.is_finite())
+            || b.bbox.xmax < b.bbox.xmin
+            || b.bbox.ymax < b.bbox.ymin
+        {
+            let detail = format!(
+                "{} is inverted or not finite (expected [xmin, ymin, xmax, ymax]); dropped",
+                fmt_box(&original)
+            );
+            self.col.add(Check::InvalidBox, name, at, detail);
+            self.summary.boxes_dropped += 1;
+            return None;
+        }
+        if b.bbox.area() <= 0.0 {
+            let detail = format!("{} has zero area; dropped", fmt_box(&original));
+            self.col.add(Check::ZeroArea, name, at, detail);
+            self.summary.boxes_dropped += 1;
+            return None;
+        }
+        let Some((w, h)) = size else {
+            return Some(b);
         };
-        if let Some(&first) = first_by_sha.get(sha256) {
-            col.add(
-                Check::ExactDuplicate,
-                &ds.images[i].image,
-                None,
-                format!("same bytes as {} (kept)", ds.images[first].image),
-            );
-            keep[i] = false;
-            continue;
+        let t = self.opts.edge_tolerance;
+        let (wf, hf) = (w as f32, h as f32);
+        if b.bbox.xmin >= -t && b.bbox.ymin >= -t && b.bbox.xmax <= wf + t && b.bbox.ymax <= hf + t
+        {
+            return Some(b);
         }
-        first_by_sha.insert(*sha256, i);
-        let near = tree
-            .within(*dhash, opts.hash_distance)
-            .into_iter()
-            .min_by_key(|(j, d)| (*d, *j));
-        if let Some((j, d)) = near {
-            col.add(
-                Check::NearDuplicate,
-                &ds.images[i].image,
-                None,
-                format!(
+        *worst_overshoot = worst_overshoot.max((b.bbox.xmax / wf).max(b.bbox.ymax / hf));
+        let clamped = b.bbox.clamped(w, h);
+        if clamped.area() <= 0.0 {
+            let detail = format!(
+                "{} lies outside the {w}×{h} image; dropped",
+                fmt_box(&b.bbox)
+            );
+            self.col.add(Check::OutOfImage, name, at, detail);
+            self.summary.boxes_dropped += 1;
+            return None;
+        }
+        let detail = format!(
+            "{} reaches past the {w}×{h} image; clamped to {}",
+            fmt_box(&b.bbox),
+            fmt_box(&clamped)
+        );
+        self.col.add(Check::OutOfImage, name, at, detail);
+        b.bbox = clamped;
+        self.summary.boxes_clamped += 1;
+        Some(b)
+    }
+
+    /// 4. Duplicates, among images that were read: the first in dataset order is kept.
+    fn duplicates(&mut self) {
+        let images = &self.ds.images;
+        let mut first_by_sha: HashMap<[u8; 32], usize> = HashMap::new();
+        let mut tree = BkTree::default();
+        for (i, f) in self.facts.iter().enumerate() {
+            let Some(ImageFacts::Read { sha256, dhash, .. }) = f else {
+                continue;
+            };
+            if let Some(&first) = first_by_sha.get(sha256) {
+                let detail = format!("same bytes as {} (kept)", images[first].image);
+                self.col
+                    .add(Check::ExactDuplicate, &images[i].image, None, detail);
+                self.keep[i] = false;
+                continue;
+            }
+            first_by_sha.insert(*sha256, i);
+            let near = tree
+                .within(*dhash, self.opts.hash_distance)
+                .into_iter()
+                .min_by_key(|(j, d)| (*d, *j));
+            if let Some((j, d)) = near {
+                let detail = format!(
                     "looks like {} (difference-hash distance {d} of 64; kept)",
-                    ds.images[j].image
+                    images[j].image
+                );
+                self.col
+                    .add(Check::NearDuplicate, &images[i].image, None, detail);
+                self.keep[i] = false;
+                continue;
+            }
+            tree.insert(*dhash, i);
+        }
+    }
+
+    /// 5. People: images where the detector finds nobody, or several people, are dropped.
+    fn people(&mut self, count: &mut PersonCounter<'_>) -> Result<(), EvalError> {
+        if self.opts.images.is_none() {
+            self.skipped.push("people: no images folder given".into());
+            return Ok(());
+        }
+        for (i, rec) in self.ds.images.iter().enumerate() {
+            if !self.keep[i] {
+                continue;
+            }
+            let img = image::open(&self.paths[i])
+                .map_err(|e| EvalError::Image {
+                    path: self.paths[i].clone(),
+                    message: e.to_string(),
+                })?
+                .into_rgb8();
+            let (check, detail) = match count(&img)? {
+                1 => continue,
+                0 => (Check::NoPerson, "the person detector finds nobody".into()),
+                k => (
+                    Check::SeveralPeople,
+                    format!("the person detector finds {k} people"),
                 ),
-            );
-            keep[i] = false;
-            continue;
+            };
+            self.col.add(check, &rec.image, None, detail);
+            self.keep[i] = false;
         }
-        tree.insert(*dhash, i);
+        Ok(())
     }
 
-    // 5. People.
-    if let Some(count) = people {
-        if opts.images.is_none() {
-            skipped.push("people: no images folder given".into());
-        } else {
-            for (i, rec) in ds.images.iter().enumerate() {
-                if !keep[i] {
-                    continue;
-                }
-                let img = image::open(&paths[i])
-                    .map_err(|e| EvalError::Image {
-                        path: paths[i].clone(),
-                        message: e.to_string(),
-                    })?
-                    .into_rgb8();
-                match count(&img)? {
-                    0 => {
-                        col.add(
-                            Check::NoPerson,
+    /// 6. Categories: labels unknown to the label map, and categories far rarer than the
+    /// largest. Returns boxes per category (largest first) and the imbalance ratio.
+    fn categories(&mut self) -> (Vec<(String, usize)>, f64) {
+        let opts = self.opts;
+        if let Some(known) = &opts.categories {
+            let known: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
+            for rec in &self.ds.images {
+                for (bi, b) in rec.boxes.iter().enumerate() {
+                    if !known.contains(b.label.as_str()) {
+                        let detail = format!("'{}' is not in the label map", b.label);
+                        self.col.add(
+                            Check::UnknownCategory,
                             &rec.image,
-                            None,
-                            "the person detector finds nobody".into(),
+                            Some((bi, &b.label)),
+                            detail,
                         );
-                        keep[i] = false;
-                    }
-                    1 => {}
-                    k => {
-                        col.add(
-                            Check::SeveralPeople,
-                            &rec.image,
-                            None,
-                            format!("the person detector finds {k} people"),
-                        );
-                        keep[i] = false;
                     }
                 }
             }
         }
-    }
-
-    // 6. Categories.
-    let counts = ds.category_counts();
-    if let Some(known) = &opts.categories {
-        let known: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
-        for rec in &ds.images {
-            for (bi, b) in rec.boxes.iter().enumerate() {
-                if !known.contains(b.label.as_str()) {
-                    col.add(
-                        Check::UnknownCategory,
-                        &rec.image,
-                        Some((bi, &b.label)),
-                        format!("'{}' is not in the label map", b.label),
-                    );
-                }
-            }
-        }
-    }
-    let mut categories: Vec<(String, usize)> = counts.into_iter().collect();
-    if let Some(known) = &opts.categories {
-        for k in known {
+        let mut categories: Vec<(String, usize)> = self.ds.category_counts().into_iter().collect();
+        for k in opts.categories.iter().flatten() {
             if !categories.iter().any(|(c, _)| c == k) {
                 categories.push((k.clone(), 0));
             }
         }
-    }
-    categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let max = categories.first().map(|c| c.1).unwrap_or(0);
-    let min = categories.last().map(|c| c.1).unwrap_or(0);
-    let imbalance = if min == 0 {
-        if max == 0 { 1.0 } else { f64::INFINITY }
-    } else {
-        max as f64 / min as f64
-    };
-    for (c, k) in &categories {
-        if (*k as f64) * opts.imbalance_ratio < max as f64 {
-            col.checks
-                .entry(Check::RareCategory)
-                .or_default()
-                .push(Finding {
+        categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let max = categories.first().map(|c| c.1).unwrap_or(0);
+        let min = categories.last().map(|c| c.1).unwrap_or(0);
+        let imbalance = if min == 0 {
+            if max == 0 { 1.0 } else { f64::INFINITY }
+        } else {
+            max as f64 / min as f64
+        };
+        for (c, k) in &categories {
+            if (*k as f64) * opts.imbalance_ratio < max as f64 {
+                let rare = self.col.checks.entry(Check::RareCategory).or_default();
+                rare.push(Finding {
                     image: String::new(),
                     box_index: None,
                     label: Some(c.clone()),
@@ -683,65 +714,85 @@ pub fn lint(
                         opts.imbalance_ratio
                     ),
                 });
+            }
+        }
+        (categories, imbalance)
+    }
+
+    /// Dataset-wide: overshooting boxes that share a scale point at the wrong image copies.
+    fn overshoot_hint(&mut self) {
+        let (over, sized) = (self.overshoot.len(), self.sized_images);
+        if over >= 3 && over * 10 >= sized.max(1) {
+            let mut f: Vec<f32> = self.overshoot.iter().map(|o| o.1).collect();
+            f.sort_by(f32::total_cmp);
+            self.hints.push(format!(
+                "{} of {} images ({:.0}%) have boxes past their right or bottom edge, reaching ×{:.2} of the image size (median ×{:.2}): \
+                 the annotations were probably drawn on larger copies of these images (e.g. high-resolution originals, or before a resize). \
+                 Use the images the boxes belong to, or rescale the boxes rather than clamping them",
+                over,
+                sized,
+                100.0 * over as f64 / sized.max(1) as f64,
+                f[f.len() - 1],
+                f[f.len() / 2]
+            ));
+        }
+        if self.unknown_size > 0 {
+            self.skipped.push(format!(
+                "edges of {} image(s) without a known size (no width/height and no image file) were not checked",
+                self.unknown_size
+            ));
         }
     }
 
-    // Dataset-wide: overshooting boxes that share a scale point at the wrong image copies.
-    if overshoot.len() >= 3 && overshoot.len() * 10 >= sized_images.max(1) {
-        let mut f: Vec<f32> = overshoot.iter().map(|o| o.1).collect();
-        f.sort_by(f32::total_cmp);
-        hints.push(format!(
-            "{} of {} images ({:.0}%) have boxes past their right or bottom edge, reaching ×{:.2} of the image size (median ×{:.2}): \
-             the annotations were probably drawn on larger copies of these images (e.g. high-resolution originals, or before a resize). \
-             Use the images the boxes belong to, or rescale the boxes rather than clamping them",
-            overshoot.len(),
-            sized_images,
-            100.0 * overshoot.len() as f64 / sized_images.max(1) as f64,
-            f[f.len() - 1],
-            f[f.len() / 2]
-        ));
-    }
-    if unknown_size > 0 {
-        skipped.push(format!(
-            "edges of {unknown_size} image(s) without a known size (no width/height and no image file) were not checked"
-        ));
-    }
-
-    let mut kept = Vec::with_capacity(n);
-    for (i, rec) in cleaned.into_iter().enumerate() {
-        if keep[i] {
-            summary.images_kept += 1;
-            summary.boxes_kept += rec.boxes.len();
-            kept.push(rec);
-        } else {
-            summary.images_dropped += 1;
-            summary.boxes_dropped += rec.boxes.len();
+    fn finish(
+        mut self,
+        cleaned: Vec<ImageRecord>,
+        categories: Vec<(String, usize)>,
+        imbalance: f64,
+    ) -> LintReport {
+        let mut kept = Vec::with_capacity(cleaned.len());
+        for (i, rec) in cleaned.into_iter().enumerate() {
+            if self.keep[i] {
+                self.summary.images_kept += 1;
+                self.summary.boxes_kept += rec.boxes.len();
+                kept.push(rec);
+            } else {
+                self.summary.images_dropped += 1;
+                self.summary.boxes_dropped += rec.boxes.len();
+            }
+        }
+        let checks = self
+            .col
+            .checks
+            .into_iter()
+            .map(|(k, findings)| {
+                let count = findings.len();
+                (k.name(), CheckResult { count, findings })
+            })
+            .collect();
+        LintReport {
+            images: self.ds.images.len(),
+            boxes: self.ds.box_count(),
+            checks,
+            categories,
+            imbalance,
+            hints: self.hints,
+            skipped: self.skipped,
+            clean: self.summary,
+            cleaned: kept,
         }
     }
-    let checks = col
-        .checks
-        .into_iter()
-        .map(|(k, findings)| {
-            (
-                k.name(),
-                CheckResult {
-                    count: findings.len(),
-                    findings,
-                },
-            )
-        })
-        .collect();
-    Ok(LintReport {
-        images: n,
-        boxes: ds.box_count(),
-        checks,
-        categories,
-        imbalance,
-        hints,
-        skipped,
-        clean: summary,
-        cleaned: kept,
-    })
+}
+
+fn scale_boxes(out: &mut ImageRecord, sx: f32, sy: f32) {
+    for b in &mut out.boxes {
+        b.bbox = PixelBox::from([
+            b.bbox.xmin * sx,
+            b.bbox.ymin * sy,
+            b.bbox.xmax * sx,
+            b.bbox.ymax * sy,
+        ]);
+    }
 }
 
 impl LintReport {
