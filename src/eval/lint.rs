@@ -441,7 +441,7 @@ impl<'a> Run<'a> {
         out
     }
 
-    /// 1. The file: its size when it was read; missing and unreadable files drop the image.
+    /// Check 1, the file: its size when it was read; missing and unreadable files drop the image.
     fn file(&mut self, i: usize) -> Option<(u32, u32)> {
         let name = self.ds.images[i].image.as_str();
         match &self.facts[i] {
@@ -461,7 +461,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// 2. Size: boxes drawn on another copy of the image are rescaled to the file, normalised
+    /// Check 2, size: boxes drawn on another copy of the image are rescaled to the file, normalised
     /// boxes multiplied out. Returns the image's size, when known.
     fn repair_size(
         &mut self,
@@ -515,7 +515,7 @@ impl<'a> Run<'a> {
         size
     }
 
-    /// 3. Boxes: invalid and empty ones dropped, those past the edges clamped (dropped when
+    /// Check 3, boxes: invalid and empty ones dropped, those past the edges clamped (dropped when
     /// nothing is left). An image that loses all its boxes is dropped too.
     fn boxes(&mut self, i: usize, out: &mut ImageRecord, size: Option<(u32, u32)>) {
         let name = self.ds.images[i].image.clone();
@@ -603,7 +603,7 @@ impl<'a> Run<'a> {
         Some(b)
     }
 
-    /// 4. Duplicates, among images that were read: the first in dataset order is kept.
+    /// Check 4, duplicates among images that were read: the first in dataset order is kept.
     fn duplicates(&mut self) {
         let images = &self.ds.images;
         let mut first_by_sha: HashMap<[u8; 32], usize> = HashMap::new();
@@ -638,7 +638,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// 5. People: images where the detector finds nobody, or several people, are dropped.
+    /// Check 5, people: images where the detector finds nobody, or several people, are dropped.
     fn people(&mut self, count: &mut PersonCounter<'_>) -> Result<(), EvalError> {
         if self.opts.images.is_none() {
             self.skipped.push("people: no images folder given".into());
@@ -668,7 +668,7 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// 6. Categories: labels unknown to the label map, and categories far rarer than the
+    /// Check 6, categories: labels unknown to the label map, and categories far rarer than the
     /// largest. Returns boxes per category (largest first) and the imbalance ratio.
     fn categories(&mut self) -> (Vec<(String, usize)>, f64) {
         let opts = self.opts;
