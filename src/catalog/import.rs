@@ -578,3 +578,242 @@ impl CatalogService {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::catalog::synth::{self, Embeddings};
+
+    const DIM: usize = 8;
+
+    fn fingerprint() -> EmbedderFingerprint {
+        EmbedderFingerprint {
+            sha256: "synthetic".into(),
+            dim: DIM,
+            recipe: crate::vision::fusion::CNN_ONLY.into(),
+        }
+    }
+
+    fn bundle(dir: &Path, prefix: &str, n: usize) -> PathBuf {
+        let b = dir.join(prefix);
+        synth::write_bundle(
+            &b,
+            prefix,
+            n,
+            2,
+            &fingerprint(),
+            Embeddings::Inline,
+            prefix,
+            7,
+        )
+        .expect("bundle");
+        b
+    }
+
+    /// A service over `dir/data` whose `on_swap` notes each version swapped in.
+    fn service(
+        dir: &Path,
+        seed: Option<PathBuf>,
+        nice: i32,
+    ) -> (CatalogService, Arc<Mutex<Vec<String>>>) {
+        let params = IndexParams::default();
+        let cfg = ServiceConfig {
+            data_dir: dir.join("data"),
+            seed,
+            params,
+            fingerprint: fingerprint(),
+            embedder: None,
+            versions_kept: 3,
+            upload_limit: 1 << 30,
+            unpack_limit: 1 << 30,
+            import_threads: 1,
+            import_nice: nice,
+        };
+        let empty = Catalog::from_items(
+            "none".into(),
+            dir.into(),
+            vec![],
+            vec![],
+            DIM,
+            None,
+            &params,
+        );
+        let shared = Arc::new(arc_swap::ArcSwap::from_pointee(empty));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let on_swap = {
+            let heard = heard.clone();
+            Box::new(move |c: &Catalog| heard.lock().expect("heard").push(c.version.clone()))
+        };
+        (
+            CatalogService::open(cfg, shared, on_swap).expect("open"),
+            heard,
+        )
+    }
+
+    fn heard(h: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        h.lock().expect("heard").clone()
+    }
+
+    #[test]
+    fn the_first_catalog_is_swapped_in_like_every_later_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 12);
+        let (svc, swaps) = service(tmp.path(), Some(seed.clone()), 0);
+        let first = svc.load_initial().expect("seed imported");
+        assert_eq!(first.items.len(), 12);
+        assert!(Arc::ptr_eq(&first, &svc.shared().load_full()), "served");
+        assert_eq!(heard(&swaps), vec![first.version.clone()]);
+        assert_eq!(svc.jobs()[0].kind, JobKind::Seed);
+        drop(svc);
+        // A restart reloads the stored version, and says so through on_swap as well.
+        let (svc, swaps) = service(tmp.path(), Some(seed), 0);
+        let again = svc.load_initial().expect("reloaded");
+        assert_eq!(again.version, first.version);
+        assert!(Arc::ptr_eq(&again, &svc.shared().load_full()), "served");
+        assert_eq!(heard(&swaps), vec![first.version.clone()]);
+        assert!(svc.jobs().is_empty(), "nothing imported");
+    }
+
+    #[test]
+    fn a_blocking_import_is_recorded_as_a_job_like_an_upload() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 12);
+        let (svc, swaps) = service(tmp.path(), Some(seed), 0);
+        let first = svc.load_initial().expect("seed").version.clone();
+        let next = bundle(tmp.path(), "next", 9);
+        let req = |activate| ImportRequest {
+            input: ImportInput::Folder(next.clone()),
+            activate,
+            label: Some("spring".into()),
+            source: Some("channel hq/main #3".into()),
+        };
+        let info = svc.import(req(false)).expect("imported");
+        assert_eq!(
+            (info.label.as_str(), info.source.as_str(), info.item_count),
+            ("spring", "channel hq/main #3", 9)
+        );
+        assert_eq!(svc.shared().load().version, first, "stored, not activated");
+        let live = svc.import(req(true)).expect("imported and activated");
+        assert_eq!(svc.shared().load().version, live.id);
+        assert_eq!(heard(&swaps), vec![first, live.id.clone()]);
+        let job = &svc.jobs()[0];
+        assert_eq!(
+            (
+                job.kind,
+                job.state,
+                job.stage,
+                job.version.as_deref(),
+                job.activated
+            ),
+            (
+                JobKind::Import,
+                JobState::Succeeded,
+                Stage::Done,
+                Some(live.id.as_str()),
+                true
+            )
+        );
+        // A refused bundle fails its job and leaves the catalog as it was.
+        std::fs::write(next.join("items.jsonl"), "{not json\n").expect("break");
+        let err = svc.import(req(true)).expect_err("refused");
+        assert!(matches!(err, CatalogError::Invalid { .. }), "{err}");
+        assert_eq!(svc.jobs()[0].state, JobState::Failed);
+        assert_eq!(svc.shared().load().version, live.id);
+    }
+
+    #[test]
+    fn a_blocking_write_waits_for_the_writer_on_a_lower_priority_thread_of_its_own() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 6);
+        let (svc, _) = service(tmp.path(), Some(seed.clone()), 7);
+        svc.load_initial().expect("seed");
+        let svc = Arc::new(svc);
+        let held = svc.writer.clone().try_lock_owned().expect("free");
+        let importer = {
+            let svc = svc.clone();
+            std::thread::spawn(move || {
+                svc.import(ImportRequest {
+                    input: ImportInput::Folder(seed),
+                    activate: true,
+                    label: None,
+                    source: None,
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!importer.is_finished(), "the import waited for the writer");
+        drop(held);
+        importer
+            .join()
+            .expect("join")
+            .expect("imported once the writer was free");
+
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: getpriority on the calling thread's own id.
+            let nice =
+                || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            let before = nice();
+            let inside = svc.write_blocking(|_| nice()).expect("ran");
+            assert_eq!(
+                inside,
+                before.max(7),
+                "the writer thread runs at import_nice"
+            );
+            assert_eq!(nice(), before, "the caller's thread keeps its priority");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn staff_writes_are_told_busy_naming_the_running_job() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 6);
+        let (svc, _) = service(tmp.path(), Some(seed), 0);
+        let svc = Arc::new(svc);
+        let loaded = svc.clone();
+        tokio::task::spawn_blocking(move || loaded.load_initial())
+            .await
+            .expect("join")
+            .expect("seed");
+        let held = svc.writer.clone().try_lock_owned().expect("free");
+        let edit = svc.new_job(JobKind::Edit);
+        edit.stage(Stage::Indexing, 0);
+        // Paused time: the 30 s wait passes as soon as nothing else can run.
+        let err = svc.rollback_async().await.expect_err("busy");
+        assert!(
+            matches!(&err, CatalogError::Busy { job: Some((id, Stage::Indexing)) } if *id == edit.id()),
+            "{err}"
+        );
+        assert!(matches!(
+            svc.begin_upload(Some(10)),
+            Err(CatalogError::Busy { .. })
+        ));
+        let gone = Edit::Remove {
+            id: "no-such-item".into(),
+        };
+        let err = svc.edit_async(gone).await.expect_err("no such item");
+        assert!(
+            matches!(
+                &err,
+                JobError {
+                    error: CatalogError::NoSuchItem(_),
+                    job: None
+                }
+            ),
+            "said at once, busy or not: {err:?}"
+        );
+        drop(held);
+        let first = svc.begin_upload(Some(10)).expect("free again");
+        assert!(matches!(
+            svc.begin_upload(Some(10)),
+            Err(CatalogError::UploadInProgress)
+        ));
+        assert!(matches!(
+            svc.begin_upload(Some(2 << 30)),
+            Err(CatalogError::UploadTooLarge { limit }) if limit == 1 << 30
+        ));
+        drop(first);
+    }
+}
