@@ -291,17 +291,8 @@ pub async fn run(
         .map(|r| (r.model.clone(), r.in_use.clone()))
         .collect();
     *providers.write().unwrap_or_else(|p| p.into_inner()) = reports;
-    metrics.catalog_items.set(loaded.items.len() as f64);
-    *metrics
-        .catalog_version
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = loaded.version.clone();
-    *metrics
-        .catalog_label
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = loaded.label.clone();
+    // `load_initial` swapped it in, and its metrics were set on the way (`on_swap`).
     tracing::info!(version = %loaded.version, items = loaded.items.len(), "catalog loaded");
-    catalog.store(loaded);
     readiness.catalog.store(true, Ordering::Relaxed);
     readiness.models.store(true, Ordering::Relaxed);
 

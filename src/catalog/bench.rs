@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::import::{CatalogService, ImportInput, ServiceConfig};
+use super::import::{CatalogService, ImportInput, ImportRequest, JobKind, ServiceConfig};
 use super::index::exact_top_k;
 use super::items::EmbedderFingerprint;
 use super::synth::{self, Embeddings, Rng};
@@ -126,14 +126,14 @@ fn timed_import(
     service: &CatalogService,
     input: ImportInput,
 ) -> Result<(f64, Vec<(String, f64)>), CatalogError> {
-    let job = service.new_job("bench");
+    let job = service.new_job(JobKind::Import);
     let stages = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (job, stages, done) = (job.clone(), stages.clone(), done.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                let s = job.status().stage;
+                let s = job.status().stage.to_string();
                 let mut g = stages.lock().unwrap_or_else(|p| p.into_inner());
                 if g.last().is_none_or(|(last, _)| *last != s) {
                     g.push((s, Instant::now()));
@@ -144,7 +144,13 @@ fn timed_import(
         })
     };
     let t = Instant::now();
-    let r = service.run_import(&job, input, true, None, Some("bench".into()), None);
+    let req = ImportRequest {
+        input,
+        activate: true,
+        label: None,
+        source: Some("bench".into()),
+    };
+    let r = service.import_as(&job, req);
     let total = t.elapsed().as_secs_f64();
     let end = Instant::now();
     done.store(true, Ordering::Relaxed);

@@ -53,7 +53,10 @@ pub fn build_catalog(
         };
         let embedding = embedder
             .embed_image(&img)
-            .map_err(|e| CatalogError::Other(format!("embedding item '{}': {e}", it.id)))?;
+            .map_err(|e| CatalogError::Embedding {
+                item: it.id.clone(),
+                why: e.to_string(),
+            })?;
         let embedding = recipe.fuse_photo(&img, embedding);
         lines.push((
             ItemLine {
@@ -87,7 +90,10 @@ pub fn build_catalog(
             source,
         })?;
         line.item.image = format!("images/{}", file_name.to_string_lossy());
-        serde_json::to_writer(&mut body, &line).map_err(|e| CatalogError::Other(e.to_string()))?;
+        serde_json::to_writer(&mut body, &line).map_err(|e| CatalogError::Write {
+            path: out.join("items.jsonl"),
+            source: e.into(),
+        })?;
         body.push(b'\n');
     }
     let manifest = Manifest {
@@ -100,7 +106,10 @@ pub fn build_catalog(
         embeddings_file: None,
     };
     write_atomic(&out.join("items.jsonl"), &body)?;
-    let m = serde_json::to_vec_pretty(&manifest).map_err(|e| CatalogError::Other(e.to_string()))?;
+    let m = serde_json::to_vec_pretty(&manifest).map_err(|e| CatalogError::Write {
+        path: out.join("manifest.json"),
+        source: e.into(),
+    })?;
     write_atomic(&out.join("manifest.json"), &m)?;
     Ok(lines.len())
 }

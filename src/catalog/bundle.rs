@@ -63,35 +63,7 @@ pub fn read_bundle(
     opts: &ReadOptions,
 ) -> Result<Bundle, CatalogError> {
     let mut warnings = Vec::new();
-    let (manifest, counted) = match Manifest::load_optional(dir)? {
-        Some(m) => (m, true),
-        None if opts.require_manifest || expect.is_none() => {
-            return Err(invalid(
-                dir,
-                vec!["manifest.json is missing: a bundle starts with one (README, \"Catalog bundles\")".into()],
-            ));
-        }
-        None => {
-            let w = "no manifest.json: embeddings read as inline and assumed to come from the running embedder (only their size is checked)".to_string();
-            tracing::warn!(bundle = %dir.display(), "{w}");
-            warnings.push(w);
-            let fp = expect.cloned();
-            let label = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "catalog".into());
-            let m = Manifest {
-                format: FORMAT.into(),
-                version: label,
-                created: String::new(),
-                item_count: 0,
-                embedder: fp,
-                embeddings: "inline".into(),
-                embeddings_file: None,
-            };
-            (m, false)
-        }
-    };
+    let (manifest, counted) = read_manifest(dir, expect, opts, &mut warnings)?;
     let mut problems = Vec::new();
     if manifest.format != FORMAT {
         problems.push(format!(
@@ -186,6 +158,45 @@ pub fn read_bundle(
         vectors,
         dim,
         warnings,
+    })
+}
+
+/// The bundle's manifest, and whether it is its own (`false`: none, and one is assumed for a
+/// plain catalog folder, with a warning).
+fn read_manifest(
+    dir: &Path,
+    expect: Option<&EmbedderFingerprint>,
+    opts: &ReadOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Manifest, bool), CatalogError> {
+    Ok(match Manifest::load_optional(dir)? {
+        Some(m) => (m, true),
+        None if opts.require_manifest || expect.is_none() => {
+            return Err(invalid(
+                dir,
+                vec!["manifest.json is missing: a bundle starts with one (README, \"Catalog bundles\")".into()],
+            ));
+        }
+        None => {
+            let w = "no manifest.json: embeddings read as inline and assumed to come from the running embedder (only their size is checked)".to_string();
+            tracing::warn!(bundle = %dir.display(), "{w}");
+            warnings.push(w);
+            let fp = expect.cloned();
+            let label = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "catalog".into());
+            let m = Manifest {
+                format: FORMAT.into(),
+                version: label,
+                created: String::new(),
+                item_count: 0,
+                embedder: fp,
+                embeddings: "inline".into(),
+                embeddings_file: None,
+            };
+            (m, false)
+        }
     })
 }
 
@@ -876,11 +887,11 @@ pub fn write_bundle(
     let p = dir.join("items.jsonl");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&p).map_err(err(&p))?);
     for (i, it) in items.iter().enumerate() {
-        let mut v = serde_json::to_value(it).map_err(|e| CatalogError::Other(e.to_string()))?;
+        let mut v = serde_json::to_value(it).map_err(|e| err(&p)(e.into()))?;
         if let (Some(vs), false, Some(obj)) = (vectors, npy, v.as_object_mut()) {
             obj.insert("embedding".into(), serde_json::json!(vs[i]));
         }
-        serde_json::to_writer(&mut w, &v).map_err(|e| CatalogError::Other(e.to_string()))?;
+        serde_json::to_writer(&mut w, &v).map_err(|e| err(&p)(e.into()))?;
         w.write_all(b"\n").map_err(err(&p))?;
     }
     w.flush().map_err(err(&p))?;
@@ -891,7 +902,7 @@ pub fn write_bundle(
         super::npy::write_f32_matrix(f, vs.first().map_or(0, Vec::len), &flat).map_err(err(&p))?;
     }
     let p = dir.join("manifest.json");
-    let m = serde_json::to_vec_pretty(manifest).map_err(|e| CatalogError::Other(e.to_string()))?;
+    let m = serde_json::to_vec_pretty(manifest).map_err(|e| err(&p)(e.into()))?;
     std::fs::write(&p, m).map_err(err(&p))?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::bundle::{self, ReadOptions, UnpackLimits};
-use super::import::{CatalogService, ImportInput, Job, ServiceConfig};
+use super::import::{CatalogService, ImportInput, ImportRequest, Job, JobKind, ServiceConfig};
 use super::store::{Store, VersionInfo, VersionSummary};
 use super::{Catalog, CatalogError};
 use crate::config::Settings;
@@ -50,12 +50,12 @@ fn service(settings: &Settings) -> Result<CatalogService, CatalogError> {
 fn follow(job: Arc<Job>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let bar = progress_bar(0, "starting");
-        let mut stage = String::new();
+        let mut stage = None;
         while !done.load(Ordering::Relaxed) {
             let s = job.status();
-            if s.stage != stage {
-                stage = s.stage.clone();
-                bar.set_message(stage.clone());
+            if stage != Some(s.stage) {
+                stage = Some(s.stage);
+                bar.set_message(s.stage.as_str());
                 bar.set_position(0);
             }
             bar.set_length(s.total.max(s.done));
@@ -74,7 +74,7 @@ pub fn import(
     label: Option<String>,
 ) -> Result<VersionInfo, CatalogError> {
     let service = service(settings)?;
-    service.store()?;
+    service.writable()?;
     let input = if path.is_dir() {
         ImportInput::Folder(path.into())
     } else {
@@ -83,11 +83,16 @@ pub fn import(
             owned: false,
         }
     };
-    let job = service.new_job("import");
+    let job = service.new_job(JobKind::Import);
     let done = Arc::new(AtomicBool::new(false));
     let bar = follow(job.clone(), done.clone());
-    let source = format!("cli {}", path.display());
-    let result = service.run_import(&job, input, activate, label, Some(source), None);
+    let req = ImportRequest {
+        input,
+        activate,
+        label,
+        source: Some(format!("cli {}", path.display())),
+    };
+    let result = service.import_as(&job, req);
     done.store(true, Ordering::Relaxed);
     let _ = bar.join();
     result

@@ -1,35 +1,47 @@
-//! The catalog's one writer: imports, single-item edits, activation and rollback, each run as a
-//! [`Job`] whose progress staff can follow, and each ending in an atomic swap of the snapshot the
-//! pipeline reads.
+//! The catalog's one writer, [`CatalogService`]: imports, single-item edits, activation and
+//! rollback, each ending in an atomic swap of the snapshot the pipeline reads.
 //!
-//! Data enters as a bundle on disk (an upload, or a folder for the CLI) or as item edits, and
-//! leaves as a stored version (see [`super::store`]) and, when activated, a new `Arc<Catalog>` in
-//! the shared `ArcSwap`. Heavy work (parsing, embedding, graph building) runs on a dedicated
-//! thread and a small rayon pool whose threads lower their own CPU priority, so on a 2-core box
-//! the camera pipeline keeps its frame rate while a catalog is built. ONNX sessions for
-//! images-only bundles live on that thread too, never in an HTTP handler. One write at a time:
-//! the async [`CatalogService::writer`] lock is held from the request that starts a write to the
-//! job's end.
+//! Data enters as a bundle (an HTTP upload's body, an archive or folder on disk) or as item
+//! edits, and leaves as a stored version (see [`super::store`]) and, when activated, a new
+//! `Arc<Catalog>` in the shared `ArcSwap`. Long writes are recorded as [`Job`]s staff can follow.
+//!
+//! One write at a time: every write takes the private writer lock, from the moment it starts
+//! (for an upload: once its body is in) to its end, so callers never see the lock. Writes run on
+//! a thread of their own whose CPU priority is lowered (`catalog.import_nice`), and build
+//! indexes on a small rayon pool whose threads lower theirs too, so on a 2-core box the camera
+//! pipeline keeps its frame rate while a catalog is built. ONNX sessions for images-only bundles
+//! live on those threads, never in an HTTP handler.
+//!
+//! Two ways in. Blocking calls ([`CatalogService::import`], [`CatalogService::activate`],
+//! [`CatalogService::rollback`]) wait for the writer as long as it takes: the CLI, the catalog
+//! channel's subscriber and the benchmark call them from a thread of their own. The staff API's
+//! async calls (`*_async`, [`CatalogService::begin_upload`]) wait a bounded time and answer
+//! [`CatalogError::Busy`] instead, and never block the async runtime.
+//!
+//! The sequences themselves live in the child modules: `steps` (a bundle becomes a version),
+//! `edit` (item edits become a version), `upload` (an upload's body becomes a bundle on disk and
+//! the caller hears validation's verdict).
 
-use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod edit;
+mod steps;
+mod upload;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::Serialize;
-use sha2::Digest;
+use tokio::sync::OwnedMutexGuard;
 
-use super::bundle::{self, Bundle, ReadOptions, UnpackLimits};
-use super::items::{EmbedderFingerprint, check_fields, check_vector, normalise};
-use super::store::{ImageSource, Store, VersionInfo};
-use super::{
-    Catalog, CatalogError, CatalogMeta, Change, IndexParams, Item, SharedCatalog, failpoint,
-};
+use super::items::EmbedderFingerprint;
+use super::job::Jobs;
+pub use super::job::{Job, JobError, JobKind, JobState, JobStatus, Stage};
+use super::store::{ActivePointer, Store, VersionInfo, VersionSummary};
+use super::{Catalog, CatalogError, IndexParams, Item, SharedCatalog};
 use crate::config::model::EmbedderSpec;
 use crate::vision::embedder::Embedder;
 use crate::vision::fusion::Recipe;
 use crate::vision::runtime::SessionOptions;
+pub use upload::{Upload, UploadRequest, next_chunk};
 
 /// How to build the import's own embedder session (for bundles that carry images only).
 #[derive(Debug, Clone)]
@@ -56,7 +68,7 @@ pub struct ServiceConfig {
     pub unpack_limit: u64,
     /// Threads that build indexes; 0: one per core.
     pub import_threads: usize,
-    /// Nice value (0–19) of those threads.
+    /// Nice value (0–19) of those threads and of the writer thread.
     pub import_nice: i32,
 }
 
@@ -83,114 +95,6 @@ impl ServiceConfig {
     }
 }
 
-/// A long operation's state, as `GET /api/catalog/jobs/{id}` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobStatus {
-    pub id: String,
-    pub kind: String,
-    /// "running", "succeeded" or "failed".
-    pub state: String,
-    /// receiving, unpacking, validating, embedding, indexing, saving, activating, done.
-    pub stage: String,
-    pub done: u64,
-    pub total: u64,
-    pub started: String,
-    pub finished: Option<String>,
-    /// The version the job created.
-    pub version: Option<String>,
-    pub activated: bool,
-    pub error: Option<String>,
-    pub problems: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-pub struct Job {
-    status: Mutex<JobStatus>,
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-impl Job {
-    fn new(id: String, kind: &str) -> Self {
-        Self {
-            status: Mutex::new(JobStatus {
-                id,
-                kind: kind.into(),
-                state: "running".into(),
-                stage: "starting".into(),
-                done: 0,
-                total: 0,
-                started: now_rfc3339(),
-                finished: None,
-                version: None,
-                activated: false,
-                error: None,
-                problems: vec![],
-                warnings: vec![],
-            }),
-        }
-    }
-
-    fn edit(&self, f: impl FnOnce(&mut JobStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    pub fn status(&self) -> JobStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn id(&self) -> String {
-        self.status().id
-    }
-
-    pub fn stage(&self, stage: &str, total: u64) {
-        self.edit(|s| {
-            s.stage = stage.into();
-            s.done = 0;
-            s.total = total;
-        });
-    }
-
-    pub fn progress(&self, done: u64) {
-        self.edit(|s| s.done = done);
-    }
-
-    /// Marks the job failed before any catalog work started (e.g. an upload refused).
-    pub fn fail(&self, e: &CatalogError) {
-        self.edit(|s| {
-            s.finished = Some(now_rfc3339());
-            s.state = "failed".into();
-            s.error = Some(e.summary());
-            s.problems = e.problems().to_vec();
-        });
-    }
-
-    fn finish(&self, result: &Result<VersionInfo, CatalogError>, activated: bool) {
-        self.edit(|s| {
-            s.finished = Some(now_rfc3339());
-            match result {
-                Ok(info) => {
-                    s.state = "succeeded".into();
-                    s.stage = "done".into();
-                    s.version = Some(info.id.clone());
-                    s.activated = activated;
-                    s.warnings = info.warnings.clone();
-                }
-                Err(e) => {
-                    s.state = "failed".into();
-                    s.error = Some(e.summary());
-                    s.problems = e.problems().to_vec();
-                }
-            }
-        });
-    }
-}
-
 /// What an import reads.
 #[derive(Debug, Clone)]
 pub enum ImportInput {
@@ -199,6 +103,20 @@ pub enum ImportInput {
     Archive { path: PathBuf, owned: bool },
     /// A bundle folder, read in place.
     Folder(PathBuf),
+}
+
+/// One bundle to import.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub input: ImportInput,
+    /// Make the new version live as soon as it is stored.
+    pub activate: bool,
+    /// Overrides the manifest's version label.
+    pub label: Option<String>,
+    /// Where the bundle came from, kept in the version's record (`GET /api/catalog/versions`
+    /// shows it), e.g. "channel hq/main #42"; `None`: "upload" for an archive, "folder PATH"
+    /// for a folder.
+    pub source: Option<String>,
 }
 
 /// One requested item edit.
@@ -216,7 +134,22 @@ pub enum Edit {
     },
 }
 
-/// Lowers the calling thread's CPU priority (Linux nice values are per thread).
+/// A write that made a version, and the job that recorded it.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub info: VersionInfo,
+    pub job: String,
+}
+
+/// The stored versions and the active pointer, read together.
+#[derive(Debug, Clone)]
+pub struct Versions {
+    pub list: Vec<VersionSummary>,
+    pub active: Option<ActivePointer>,
+}
+
+/// Lowers the calling thread's CPU priority (Linux nice values are per thread, and an
+/// unprivileged thread cannot raise its own again: call this only on threads the catalog owns).
 pub fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {
@@ -230,26 +163,32 @@ pub fn lower_priority(nice: i32) {
     let _ = nice;
 }
 
+/// How long a staff write waits for a running one (another edit, an activation) before it is
+/// answered "busy": edits are quick, imports are not.
+const WRITER_WAIT: Duration = Duration::from_secs(30);
+
 pub struct CatalogService {
     cfg: ServiceConfig,
     /// `None` when another process holds the data folder: this one only reads.
     store: Option<Store>,
     shared: SharedCatalog,
-    jobs: Mutex<VecDeque<Arc<Job>>>,
-    next_job: AtomicU64,
-    /// Held from the request that starts a write until its job ends.
-    pub writer: Arc<tokio::sync::Mutex<()>>,
+    jobs: Jobs,
+    /// One write at a time (see the module comment). tokio's mutex, because the staff API waits
+    /// for it in async handlers with a timeout, and its guard moves to the writer thread.
+    writer: Arc<tokio::sync::Mutex<()>>,
+    /// One upload received at a time, apart from the writer so that activation and rollback
+    /// never wait behind a slow client.
+    receiving: Arc<tokio::sync::Mutex<()>>,
     pool: OnceLock<Result<rayon::ThreadPool, String>>,
     embedder: Mutex<Option<Embedder>>,
     on_swap: Box<dyn Fn(&Catalog) + Send + Sync>,
 }
 
-/// Jobs remembered for `GET /api/catalog/jobs`.
-const JOBS_KEPT: usize = 50;
-
+/// Opening and reading.
 impl CatalogService {
     /// Opens the data folder for writing; when another process holds it, falls back to a
-    /// read-only view and says so in the log.
+    /// read-only view and says so in the log. `on_swap` hears of every catalog swapped in, the
+    /// first one ([`Self::load_initial`]) included.
     pub fn open(
         cfg: ServiceConfig,
         shared: SharedCatalog,
@@ -267,9 +206,9 @@ impl CatalogService {
             cfg,
             store,
             shared,
-            jobs: Mutex::new(VecDeque::new()),
-            next_job: AtomicU64::new(1),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            jobs: Jobs::default(),
+            writer: Arc::default(),
+            receiving: Arc::default(),
             pool: OnceLock::new(),
             embedder: Mutex::new(None),
             on_swap,
@@ -280,79 +219,216 @@ impl CatalogService {
         &self.cfg
     }
 
+    /// The snapshot the pipeline searches; a write swaps a new one in.
     pub fn shared(&self) -> &SharedCatalog {
         &self.shared
     }
 
+    /// `Err(Locked)` when another process holds the data folder and this one only reads.
+    pub fn writable(&self) -> Result<(), CatalogError> {
+        self.store().map(drop)
+    }
+
+    pub fn versions(&self) -> Result<Versions, CatalogError> {
+        let store = self.store()?;
+        Ok(Versions {
+            list: store.list()?,
+            active: store.read_active()?,
+        })
+    }
+
+    /// The remembered jobs, newest first.
+    pub fn jobs(&self) -> Vec<JobStatus> {
+        self.jobs.statuses()
+    }
+
+    pub fn job(&self, id: &str) -> Result<JobStatus, CatalogError> {
+        self.jobs.status(id)
+    }
+
+    /// Records a job to hand to [`Self::import_as`], for a caller that follows its progress.
+    pub fn new_job(&self, kind: JobKind) -> Arc<Job> {
+        self.jobs.start(kind)
+    }
+
+    /// The data folder, for reading and housekeeping (the daemon empties its trash once it
+    /// serves). Writes go through the methods below, which hold the writer; `Err(Locked)` when
+    /// this process only reads.
     pub fn store(&self) -> Result<&Store, CatalogError> {
         self.store.as_ref().ok_or_else(|| CatalogError::Locked {
             path: self.cfg.data_dir.clone(),
         })
     }
+}
 
-    /// The rayon pool imports build on, created on first use.
-    fn pool(&self) -> Result<&rayon::ThreadPool, CatalogError> {
+/// Blocking writes: each waits for the writer as long as it takes and runs on a writer thread.
+/// Call them from a thread of your own (or `spawn_blocking`), never from async code.
+impl CatalogService {
+    /// Imports a bundle as a new version (and activates it when asked), recorded as an import
+    /// job like a staff upload's.
+    pub fn import(&self, req: ImportRequest) -> Result<VersionInfo, CatalogError> {
+        let job = self.new_job(JobKind::Import);
+        self.import_as(&job, req)
+    }
+
+    /// [`Self::import`] recorded as `job` (from [`Self::new_job`]), which the caller follows.
+    pub fn import_as(&self, job: &Job, req: ImportRequest) -> Result<VersionInfo, CatalogError> {
+        self.write_blocking(|me| me.run_import(job, req, None))?
+    }
+
+    /// Loads a stored version from disk, makes it active and swaps it in.
+    pub fn activate(&self, id: &str) -> Result<VersionInfo, CatalogError> {
+        self.write_blocking(|me| me.activate_now(id))?
+    }
+
+    /// Goes back to the version that was active before the current one.
+    pub fn rollback(&self) -> Result<VersionInfo, CatalogError> {
+        self.write_blocking(|me| me.rollback_now())?
+    }
+
+    /// Waits for the writer, then runs `f` on a scoped writer thread. A thread of its own
+    /// because lowering the priority cannot be undone: the caller's thread (a tokio blocking
+    /// thread, say) keeps its own.
+    fn write_blocking<T: Send>(
+        &self,
+        f: impl FnOnce(&Self) -> T + Send,
+    ) -> Result<T, CatalogError> {
+        // `futures`' executor, not tokio's `blocking_lock`: that one panics when a caller on a
+        // runtime thread gets it wrong, this one only blocks that thread.
+        let _writer = futures::executor::block_on(self.writer.lock());
         let nice = self.cfg.import_nice;
-        self.pool
-            .get_or_init(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(self.cfg.import_threads)
-                    .thread_name(|i| format!("catalog-build-{i}"))
-                    .start_handler(move |_| lower_priority(nice))
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| {
-                CatalogError::Other(format!("cannot start the catalog build threads: {e}"))
-            })
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("catalog-write".into())
+                .spawn_scoped(scope, || {
+                    lower_priority(nice);
+                    f(self)
+                })
+                .map_err(|e| CatalogError::Threads(format!("cannot start a catalog thread: {e}")))?
+                .join()
+                .map_err(|_| CatalogError::Threads("the catalog thread panicked".into()))
+        })
+    }
+}
+
+/// Async writes for the staff API: each waits at most [`WRITER_WAIT`] for a running write and
+/// answers [`CatalogError::Busy`] past it; the work runs on a writer thread.
+impl CatalogService {
+    pub async fn activate_async(self: &Arc<Self>, id: String) -> Result<VersionInfo, CatalogError> {
+        // Before anything else: `./v0002` or a path would reach a version under another name.
+        super::store::check_version_id(&id)?;
+        self.write_async(move |me| me.activate_now(&id)).await?
     }
 
-    pub fn new_job(&self, kind: &str) -> Arc<Job> {
-        let n = self.next_job.fetch_add(1, Ordering::Relaxed);
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let job = Arc::new(Job::new(format!("j{secs:x}-{n}"), kind));
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.push_back(job.clone());
-        while jobs.len() > JOBS_KEPT {
-            jobs.pop_front();
+    pub async fn rollback_async(self: &Arc<Self>) -> Result<VersionInfo, CatalogError> {
+        self.write_async(|me| me.rollback_now()).await?
+    }
+
+    /// Applies one item edit as a new version, activated at once.
+    pub async fn edit_async(self: &Arc<Self>, edit: Edit) -> Result<Written, JobError> {
+        let source = match &edit {
+            Edit::Put { item, .. } => format!("put item {}", item.id),
+            Edit::Remove { id } => {
+                // Said at once, even while another write runs.
+                if self.shared.load().position(id).is_none() {
+                    return Err(CatalogError::NoSuchItem(id.clone()).into());
+                }
+                format!("remove item {id}")
+            }
+        };
+        let guard = self.writer_within(WRITER_WAIT).await?;
+        let job = self.new_job(JobKind::Edit);
+        let id = job.id();
+        let result = self
+            .on_writer_thread(guard, move |me| me.edit(&job, vec![edit], source))
+            .await?;
+        match result {
+            Ok(info) => Ok(Written { info, job: id }),
+            Err(error) => Err(JobError {
+                error,
+                job: Some(id),
+            }),
         }
-        job
     }
 
-    pub fn job(&self, id: &str) -> Option<Arc<Job>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|j| j.id() == id)
-            .cloned()
+    async fn write_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&CatalogService) -> T + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        let guard = self.writer_within(WRITER_WAIT).await?;
+        self.on_writer_thread(guard, f).await
     }
 
-    pub fn jobs(&self) -> Vec<JobStatus> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .rev()
-            .map(|j| j.status())
-            .collect()
+    /// Runs `f` on a writer thread of its own holding `writer`, and waits for its answer
+    /// without blocking the async runtime. The writer is let go before the answer is sent, so
+    /// a client that acts on it at once does not find the catalog busy.
+    async fn on_writer_thread<T: Send + 'static>(
+        self: &Arc<Self>,
+        writer: OwnedMutexGuard<()>,
+        f: impl FnOnce(&CatalogService) -> T + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        self.spawn_writer(writer, move |writer| {
+            let out = f(&me);
+            drop(writer);
+            let _ = tx.send(out);
+        })?;
+        rx.await
+            .map_err(|_| CatalogError::Threads("the catalog thread ended without an answer".into()))
     }
 
-    fn swap(&self, catalog: Arc<Catalog>) {
-        tracing::info!(version = %catalog.version, label = %catalog.label, items = catalog.items.len(), "catalog swapped in");
-        (self.on_swap)(&catalog);
-        self.shared.store(catalog);
+    /// Starts `f` on a lower-priority thread, handing it the writer's guard to let go of.
+    fn spawn_writer(
+        &self,
+        writer: OwnedMutexGuard<()>,
+        f: impl FnOnce(OwnedMutexGuard<()>) + Send + 'static,
+    ) -> Result<(), CatalogError> {
+        let nice = self.cfg.import_nice;
+        std::thread::Builder::new()
+            .name("catalog-write".into())
+            .spawn(move || {
+                lower_priority(nice);
+                f(writer)
+            })
+            .map(drop)
+            .map_err(|e| CatalogError::Threads(format!("cannot start a catalog thread: {e}")))
     }
 
-    /// The catalog to serve at start-up: the active version from its dump; the previous ones if
-    /// it cannot be read; the seed folder imported as the first version when there is none.
+    /// The writer, waiting at most `wait` (zero: only when free now).
+    async fn writer_within(&self, wait: Duration) -> Result<OwnedMutexGuard<()>, CatalogError> {
+        let lock = self.writer.clone();
+        if wait.is_zero() {
+            lock.try_lock_owned().map_err(|_| self.busy())
+        } else {
+            tokio::time::timeout(wait, lock.lock_owned())
+                .await
+                .map_err(|_| self.busy())
+        }
+    }
+
+    /// "Busy", naming the job that holds the writer.
+    fn busy(&self) -> CatalogError {
+        CatalogError::Busy {
+            job: self.jobs.running_write(),
+        }
+    }
+}
+
+/// Start-up, activation and rollback.
+impl CatalogService {
+    /// Loads the catalog to serve at start-up and swaps it in (`on_swap` hears of it like of any
+    /// later one): the active version from its dump; the previous ones if it cannot be read; the
+    /// seed folder imported as the first version when there is none. Runs on the calling
+    /// thread at its priority: nothing is served yet that an import could slow down.
     pub fn load_initial(&self) -> Result<Arc<Catalog>, CatalogError> {
         let Some(store) = &self.store else {
-            return self.load_read_only();
+            let c = Arc::new(self.load_read_only()?);
+            self.swap(c.clone());
+            return Ok(c);
         };
+        // The staff API is up already: a write it starts waits for this one.
+        let _writer = futures::executor::block_on(self.writer.lock());
         if let Some(ptr) = store.read_active()? {
             let mut tried = Vec::new();
             // A version made for another embedder (the model was upgraded) is as unusable as a
@@ -367,7 +443,9 @@ impl CatalogService {
                             tracing::error!(version = %id, "the active catalog version could not be used; serving an earlier one");
                             store.activate(id, self.cfg.versions_kept)?;
                         }
-                        return Ok(Arc::new(c));
+                        let c = Arc::new(c);
+                        self.swap(c.clone());
+                        return Ok(c);
                     }
                     Err(e) => {
                         tracing::error!(version = %id, error = %e, "cannot load catalog version");
@@ -381,41 +459,39 @@ impl CatalogService {
             );
         }
         let Some(seed) = self.cfg.seed.clone() else {
-            return Err(CatalogError::Other(format!(
-                "the data folder {} has no catalog and catalog.path is not set: import one with `vitrine catalog import`",
-                self.cfg.data_dir.display()
-            )));
+            return Err(CatalogError::NoCatalog {
+                data_dir: self.cfg.data_dir.clone(),
+                locked: false,
+            });
         };
-        let job = self.new_job("seed");
-        let info = self.run_import(
-            &job,
-            ImportInput::Folder(seed.clone()),
-            true,
-            None,
-            None,
-            None,
-        )?;
+        let job = self.new_job(JobKind::Seed);
+        let req = ImportRequest {
+            input: ImportInput::Folder(seed.clone()),
+            activate: true,
+            label: None,
+            source: None,
+        };
+        let info = self.run_import(&job, req, None)?;
         tracing::info!(version = %info.id, seed = %seed.display(), "seed catalog imported");
         Ok(self.shared.load_full())
     }
 
-    fn load_read_only(&self) -> Result<Arc<Catalog>, CatalogError> {
+    fn load_read_only(&self) -> Result<Catalog, CatalogError> {
         let ro = Store::open(&self.cfg.data_dir, false)?;
         if let Some(ptr) = ro.read_active()? {
             let c = ro.load(&ptr.active)?;
             self.check_fingerprint(&c)?;
-            return Ok(Arc::new(c));
+            return Ok(c);
         }
-        let seed = self.cfg.seed.as_deref().ok_or_else(|| {
-            CatalogError::Other(
-                "no catalog: the data folder is locked and catalog.path is not set".into(),
-            )
-        })?;
-        Ok(Arc::new(Catalog::load(
-            seed,
-            Some(&self.cfg.fingerprint),
-            &self.cfg.params,
-        )?))
+        let seed = self
+            .cfg
+            .seed
+            .as_deref()
+            .ok_or_else(|| CatalogError::NoCatalog {
+                data_dir: self.cfg.data_dir.clone(),
+                locked: true,
+            })?;
+        Catalog::load(seed, Some(&self.cfg.fingerprint), &self.cfg.params)
     }
 
     fn check_fingerprint(&self, c: &Catalog) -> Result<(), CatalogError> {
@@ -432,207 +508,8 @@ impl CatalogService {
         }
     }
 
-    /// Imports a bundle as a new version (and activates it when asked). `validated` hears the
-    /// outcome of unpacking and validation as soon as it is known, so an HTTP upload can answer
-    /// 4xx for a bad bundle and 202 for a good one while the rest runs on. Runs on the calling
-    /// thread; HTTP handlers call it from a dedicated thread.
-    pub fn run_import(
-        &self,
-        job: &Job,
-        input: ImportInput,
-        activate: bool,
-        label: Option<String>,
-        source: Option<String>,
-        validated: Option<tokio::sync::oneshot::Sender<Result<(), CatalogError>>>,
-    ) -> Result<VersionInfo, CatalogError> {
-        let mut validated = validated;
-        let result = self.import_inner(job, &input, activate, label, source, &mut validated);
-        if let (Ok(store), ImportInput::Archive { path, owned: true }) = (self.store(), &input) {
-            let _ = std::fs::remove_file(path);
-            let _ = std::fs::remove_dir_all(store.work_dir().join(job.id()));
-        }
-        job.finish(&result, activate);
-        if let Err(e) = &result {
-            tracing::warn!(job = %job.id(), error = %e.summary(), "catalog import failed; the active catalog is unchanged");
-        }
-        // Told last, so whoever hears of the failure finds the job finished and its files gone.
-        if let (Some(tx), Err(e)) = (validated.take(), &result) {
-            let _ = tx.send(Err(e.clone_shallow()));
-        }
-        result
-    }
-
-    fn import_inner(
-        &self,
-        job: &Job,
-        input: &ImportInput,
-        activate: bool,
-        label: Option<String>,
-        source: Option<String>,
-        validated: &mut Option<tokio::sync::oneshot::Sender<Result<(), CatalogError>>>,
-    ) -> Result<VersionInfo, CatalogError> {
-        let store = self.store()?;
-        let pool = self.pool()?;
-        let (dir, owned, source) = match input {
-            ImportInput::Folder(d) => (
-                d.clone(),
-                false,
-                source.unwrap_or_else(|| format!("folder {}", d.display())),
-            ),
-            ImportInput::Archive { path, .. } => {
-                job.stage("unpacking", 0);
-                let into = store.work_dir().join(job.id());
-                std::fs::create_dir_all(&into).map_err(|source| CatalogError::Write {
-                    path: into.clone(),
-                    source,
-                })?;
-                let limits = UnpackLimits::new(self.cfg.unpack_limit, self.cfg.fingerprint.dim);
-                let root = bundle::unpack(path, &into, limits)?;
-                failpoint("unpacked");
-                (root, true, source.unwrap_or_else(|| "upload".into()))
-            }
-        };
-        job.stage("validating", 0);
-        let fp = &self.cfg.fingerprint;
-        let peek = super::Manifest::load_optional(&dir).ok().flatten();
-        let images_only = peek.as_ref().is_some_and(|m| m.embeddings == "none");
-        let opts = ReadOptions {
-            decode_images: images_only,
-            require_manifest: matches!(input, ImportInput::Archive { .. }),
-        };
-        let bundle = pool.install(|| bundle::read_bundle(&dir, Some(fp), &opts))?;
-        if bundle.vectors.is_none() && self.cfg.embedder.is_none() {
-            return Err(CatalogError::Invalid {
-                path: dir.clone(),
-                problems: vec!["this bundle carries images only and no embedder is configured to compute its embeddings".into()],
-            });
-        }
-        failpoint("validated");
-        if let Some(tx) = validated.take() {
-            let _ = tx.send(Ok(()));
-        }
-        let Bundle {
-            manifest,
-            items,
-            vectors,
-            warnings,
-            ..
-        } = bundle;
-        let vectors = match vectors {
-            Some(v) => v,
-            None => self.embed_images(job, &dir, &items)?,
-        };
-
-        let id = store.next_id()?;
-        let label = label.unwrap_or_else(|| manifest.version.clone());
-        let meta = CatalogMeta {
-            version: id.clone(),
-            label: label.clone(),
-            root: store.version_dir(&id),
-            dim: fp.dim,
-            embedder: Some(fp.clone()),
-        };
-        job.stage("indexing", items.len() as u64);
-        let params = self.cfg.params;
-        let catalog = pool.install(|| {
-            Catalog::build(meta, items, vectors, &params, &|done, _| {
-                job.progress(done as u64)
-            })
-        });
-        failpoint("indexed");
-        job.stage("saving", 0);
-        let info = VersionInfo {
-            format: String::new(),
-            id: id.clone(),
-            label,
-            created: now_rfc3339(),
-            source,
-            parent: None,
-            item_count: catalog.items.len(),
-            embedder: fp.clone(),
-            index: params,
-            groups: vec![],
-            warnings,
-        };
-        let info = store.write_version(&catalog, info, ImageSource::Bundle { dir: &dir, owned })?;
-        if activate {
-            job.stage("activating", 0);
-            store.activate(&id, self.cfg.versions_kept)?;
-            failpoint("activated");
-            self.swap(Arc::new(catalog));
-        }
-        self.prune();
-        Ok(info)
-    }
-
-    fn prune(&self) {
-        if let Ok(store) = self.store() {
-            let serving = self.shared.load().version.clone();
-            match store.prune(self.cfg.versions_kept, &serving) {
-                Ok(gone) if !gone.is_empty() => {
-                    tracing::info!(?gone, "old catalog versions pruned")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning old catalog versions failed"),
-            }
-        }
-    }
-
-    /// Embeds bundle images with the import's own session (built on first use, on this thread).
-    fn embed_images(
-        &self,
-        job: &Job,
-        dir: &Path,
-        items: &[Item],
-    ) -> Result<Vec<Vec<f32>>, CatalogError> {
-        job.stage("embedding", items.len() as u64);
-        let mut out = Vec::with_capacity(items.len());
-        for (i, it) in items.iter().enumerate() {
-            let img = load_photo(&dir.join(&it.image)).map_err(|e| CatalogError::Invalid {
-                path: dir.into(),
-                problems: vec![format!(
-                    "item '{}': image '{}' cannot be decoded ({e})",
-                    it.id, it.image
-                )],
-            })?;
-            out.push(self.embed(&img, &it.id)?);
-            job.progress(i as u64 + 1);
-        }
-        Ok(out)
-    }
-
-    fn embed(&self, img: &image::RgbImage, id: &str) -> Result<Vec<f32>, CatalogError> {
-        let mut slot = self.embedder.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            let src = self.cfg.embedder.as_ref().ok_or_else(|| {
-                CatalogError::Other("no embedder is configured to compute embeddings".into())
-            })?;
-            // One thread: the import must not take cores from the live pipeline's sessions.
-            let mut session = src.session.clone();
-            session.intra_threads = 1;
-            let e = Embedder::build(&src.spec, &session, src.library.as_deref()).map_err(|e| {
-                CatalogError::Other(format!("cannot start the import's embedder: {e}"))
-            })?;
-            *slot = Some(e);
-        }
-        let emb = slot
-            .as_mut()
-            .ok_or_else(|| CatalogError::Other("embedder unavailable".into()))?;
-        let mut v = emb
-            .embed_image(img)
-            .map_err(|e| CatalogError::Other(format!("embedding item '{id}': {e}")))?;
-        normalise(&mut v);
-        let recipe = self
-            .cfg
-            .embedder
-            .as_ref()
-            .map(|s| s.recipe)
-            .unwrap_or_default();
-        Ok(recipe.fuse_photo(img, v))
-    }
-
-    /// Loads a stored version from disk, makes it active and swaps it in.
-    pub fn activate(&self, id: &str) -> Result<VersionInfo, CatalogError> {
+    /// [`Self::activate`] with the writer held.
+    fn activate_now(&self, id: &str) -> Result<VersionInfo, CatalogError> {
         let store = self.store()?;
         let info = store.info(id)?;
         let c = self.pool()?.install(|| store.load(id))?;
@@ -642,8 +519,8 @@ impl CatalogService {
         Ok(info)
     }
 
-    /// Goes back to the version that was active before the current one.
-    pub fn rollback(&self) -> Result<VersionInfo, CatalogError> {
+    /// [`Self::rollback`] with the writer held.
+    fn rollback_now(&self) -> Result<VersionInfo, CatalogError> {
         let store = self.store()?;
         let ptr = store
             .read_active()?
@@ -663,223 +540,280 @@ impl CatalogService {
         Ok(info)
     }
 
-    /// Applies item edits to the active version as a new version, activated at once. Unchanged
-    /// groups keep their graphs; edited items are searched exactly until their group is rebuilt.
-    pub fn edit(
-        &self,
-        job: &Job,
-        edits: Vec<Edit>,
-        source: String,
-    ) -> Result<VersionInfo, CatalogError> {
-        let result = self.edit_inner(job, edits, source);
-        job.finish(&result, result.is_ok());
-        result
+    fn swap(&self, catalog: Arc<Catalog>) {
+        tracing::info!(version = %catalog.version, label = %catalog.label, items = catalog.items.len(), "catalog swapped in");
+        (self.on_swap)(&catalog);
+        self.shared.store(catalog);
     }
 
-    fn edit_inner(
-        &self,
-        job: &Job,
-        edits: Vec<Edit>,
-        source: String,
-    ) -> Result<VersionInfo, CatalogError> {
-        let store = self.store()?;
-        let current = self.shared.load_full();
-        if store.info(&current.version).is_err() {
-            return Err(CatalogError::Other(format!(
-                "the active catalog '{}' is not a stored version; import a bundle first",
-                current.version
-            )));
-        }
-        job.stage("validating", edits.len() as u64);
-        let work = store.work_dir().join(job.id());
-        std::fs::create_dir_all(&work).map_err(|source| CatalogError::Write {
-            path: work.clone(),
-            source,
-        })?;
-        let mut changes = Vec::new();
-        let mut new_files: std::collections::HashMap<String, PathBuf> = Default::default();
-        let mut problems = Vec::new();
-        for (n, e) in edits.into_iter().enumerate() {
-            match e {
-                Edit::Remove { id } => {
-                    if current.position(&id).is_none() {
-                        return Err(CatalogError::NoSuchItem(id));
-                    }
-                    changes.push(Change::Remove { id });
+    /// Old versions beyond `versions_kept` go; a failure only costs disk space.
+    fn prune(&self) {
+        if let Ok(store) = self.store() {
+            let serving = self.shared.load().version.clone();
+            match store.prune(self.cfg.versions_kept, &serving) {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!(?gone, "old catalog versions pruned")
                 }
-                Edit::Put {
-                    mut item,
-                    embedding,
-                    image_data,
-                } => {
-                    let at = format!("item '{}'", item.id);
-                    let mut img = None;
-                    if let Some(bytes) = image_data {
-                        let decoded = crate::capture::decode::decode_frame(&bytes)
-                            .map(fit_for_embedding)
-                            .map_err(|e| CatalogError::Invalid {
-                                path: PathBuf::from(&item.id),
-                                problems: vec![format!("{at}: the image cannot be decoded ({e})")],
-                            })?;
-                        let ext = match image::guess_format(&bytes) {
-                            Ok(image::ImageFormat::Png) => "png",
-                            _ => "jpg",
-                        };
-                        let digest = hex::encode(sha2::Sha256::digest(&bytes));
-                        let name = format!("{}-{}.{ext}", sanitize(&item.id), &digest[..12]);
-                        let p = work.join(&name);
-                        std::fs::write(&p, &bytes).map_err(|source| CatalogError::Write {
-                            path: p.clone(),
-                            source,
-                        })?;
-                        item.image = format!("images/{name}");
-                        new_files.insert(item.image.clone(), p);
-                        img = Some(decoded);
-                    } else if item.image.is_empty() {
-                        match current.position(&item.id) {
-                            Some(i) => item.image = current.items[i].image.clone(),
-                            None => problems
-                                .push(format!("{at}: a new item needs an image (image_base64)")),
-                        }
-                    } else if current
-                        .image_file(item.image.trim_start_matches("images/"))
-                        .is_none()
-                    {
-                        problems.push(format!(
-                            "{at}: image '{}' is not in the active catalog; send the file as image_base64",
-                            item.image
-                        ));
-                    }
-                    problems.extend(
-                        check_fields(&item)
-                            .into_iter()
-                            .map(|p| format!("{at}: {p}")),
-                    );
-                    let vector = match embedding {
-                        Some(mut v) => {
-                            let p = check_vector(&v, self.cfg.fingerprint.dim);
-                            if p.is_empty() {
-                                normalise(&mut v);
-                            }
-                            problems.extend(p.into_iter().map(|p| format!("{at}: {p}")));
-                            v
-                        }
-                        None if problems.is_empty() => {
-                            let img = match img {
-                                Some(i) => i,
-                                None => {
-                                    load_photo(&current.root.join(&item.image)).map_err(|e| {
-                                        CatalogError::Other(format!("{at}: reading its image: {e}"))
-                                    })?
-                                }
-                            };
-                            job.stage("embedding", 1);
-                            self.embed(&img, &item.id)?
-                        }
-                        None => Vec::new(),
-                    };
-                    changes.push(Change::Put { item, vector });
-                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning old catalog versions failed"),
             }
-            job.progress(n as u64 + 1);
         }
-        if !problems.is_empty() {
-            return Err(CatalogError::Invalid {
-                path: PathBuf::from("request"),
-                problems,
-            });
+    }
+
+    /// The rayon pool imports build on, created on first use.
+    fn pool(&self) -> Result<&rayon::ThreadPool, CatalogError> {
+        let nice = self.cfg.import_nice;
+        self.pool
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.cfg.import_threads)
+                    .thread_name(|i| format!("catalog-build-{i}"))
+                    .start_handler(move |_| lower_priority(nice))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| {
+                CatalogError::Threads(format!("cannot start the catalog build threads: {e}"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::catalog::synth::{self, Embeddings};
+
+    const DIM: usize = 8;
+
+    fn fingerprint() -> EmbedderFingerprint {
+        EmbedderFingerprint {
+            sha256: "synthetic".into(),
+            dim: DIM,
+            recipe: crate::vision::fusion::CNN_ONLY.into(),
         }
-        let id = store.next_id()?;
-        let meta = CatalogMeta {
-            version: id.clone(),
-            label: current.label.clone(),
-            root: store.version_dir(&id),
-            dim: current.dim,
-            embedder: current.embedder.clone(),
+    }
+
+    fn bundle(dir: &Path, prefix: &str, n: usize) -> PathBuf {
+        let b = dir.join(prefix);
+        synth::write_bundle(
+            &b,
+            prefix,
+            n,
+            2,
+            &fingerprint(),
+            Embeddings::Inline,
+            prefix,
+            7,
+        )
+        .expect("bundle");
+        b
+    }
+
+    /// A service over `dir/data` whose `on_swap` notes each version swapped in.
+    fn service(
+        dir: &Path,
+        seed: Option<PathBuf>,
+        nice: i32,
+    ) -> (CatalogService, Arc<Mutex<Vec<String>>>) {
+        let params = IndexParams::default();
+        let cfg = ServiceConfig {
+            data_dir: dir.join("data"),
+            seed,
+            params,
+            fingerprint: fingerprint(),
+            embedder: None,
+            versions_kept: 3,
+            upload_limit: 1 << 30,
+            unpack_limit: 1 << 30,
+            import_threads: 1,
+            import_nice: nice,
         };
-        job.stage("indexing", 0);
-        let params = self.cfg.params;
-        let next = self.pool()?.install(|| {
-            current.apply(meta, changes, &params, &|d, t| {
-                job.edit(|s| {
-                    s.done = d as u64;
-                    s.total = t as u64;
+        let empty = Catalog::from_items(
+            "none".into(),
+            dir.into(),
+            vec![],
+            vec![],
+            DIM,
+            None,
+            &params,
+        );
+        let shared = Arc::new(arc_swap::ArcSwap::from_pointee(empty));
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let on_swap = {
+            let heard = heard.clone();
+            Box::new(move |c: &Catalog| heard.lock().expect("heard").push(c.version.clone()))
+        };
+        (
+            CatalogService::open(cfg, shared, on_swap).expect("open"),
+            heard,
+        )
+    }
+
+    fn heard(h: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+        h.lock().expect("heard").clone()
+    }
+
+    #[test]
+    fn the_first_catalog_is_swapped_in_like_every_later_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 12);
+        let (svc, swaps) = service(tmp.path(), Some(seed.clone()), 0);
+        let first = svc.load_initial().expect("seed imported");
+        assert_eq!(first.items.len(), 12);
+        assert!(Arc::ptr_eq(&first, &svc.shared().load_full()), "served");
+        assert_eq!(heard(&swaps), vec![first.version.clone()]);
+        assert_eq!(svc.jobs()[0].kind, JobKind::Seed);
+        drop(svc);
+        // A restart reloads the stored version, and says so through on_swap as well.
+        let (svc, swaps) = service(tmp.path(), Some(seed), 0);
+        let again = svc.load_initial().expect("reloaded");
+        assert_eq!(again.version, first.version);
+        assert!(Arc::ptr_eq(&again, &svc.shared().load_full()), "served");
+        assert_eq!(heard(&swaps), vec![first.version.clone()]);
+        assert!(svc.jobs().is_empty(), "nothing imported");
+    }
+
+    #[test]
+    fn a_blocking_import_is_recorded_as_a_job_like_an_upload() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 12);
+        let (svc, swaps) = service(tmp.path(), Some(seed), 0);
+        let first = svc.load_initial().expect("seed").version.clone();
+        let next = bundle(tmp.path(), "next", 9);
+        let req = |activate| ImportRequest {
+            input: ImportInput::Folder(next.clone()),
+            activate,
+            label: Some("spring".into()),
+            source: Some("channel hq/main #3".into()),
+        };
+        let info = svc.import(req(false)).expect("imported");
+        assert_eq!(
+            (info.label.as_str(), info.source.as_str(), info.item_count),
+            ("spring", "channel hq/main #3", 9)
+        );
+        assert_eq!(svc.shared().load().version, first, "stored, not activated");
+        let live = svc.import(req(true)).expect("imported and activated");
+        assert_eq!(svc.shared().load().version, live.id);
+        assert_eq!(heard(&swaps), vec![first, live.id.clone()]);
+        let job = &svc.jobs()[0];
+        assert_eq!(
+            (
+                job.kind,
+                job.state,
+                job.stage,
+                job.version.as_deref(),
+                job.activated
+            ),
+            (
+                JobKind::Import,
+                JobState::Succeeded,
+                Stage::Done,
+                Some(live.id.as_str()),
+                true
+            )
+        );
+        // A refused bundle fails its job and leaves the catalog as it was.
+        std::fs::write(next.join("items.jsonl"), "{not json\n").expect("break");
+        let err = svc.import(req(true)).expect_err("refused");
+        assert!(matches!(err, CatalogError::Invalid { .. }), "{err}");
+        assert_eq!(svc.jobs()[0].state, JobState::Failed);
+        assert_eq!(svc.shared().load().version, live.id);
+    }
+
+    #[test]
+    fn a_blocking_write_waits_for_the_writer_on_a_lower_priority_thread_of_its_own() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 6);
+        let (svc, _) = service(tmp.path(), Some(seed.clone()), 7);
+        svc.load_initial().expect("seed");
+        let svc = Arc::new(svc);
+        let held = svc.writer.clone().try_lock_owned().expect("free");
+        let importer = {
+            let svc = svc.clone();
+            std::thread::spawn(move || {
+                svc.import(ImportRequest {
+                    input: ImportInput::Folder(seed),
+                    activate: true,
+                    label: None,
+                    source: None,
                 })
             })
-        });
-        let files = next
-            .items
-            .iter()
-            .map(|it| {
-                new_files
-                    .get(&it.image)
-                    .cloned()
-                    .unwrap_or_else(|| current.root.join(&it.image))
-            })
-            .collect();
-        job.stage("saving", 0);
-        let info = VersionInfo {
-            format: String::new(),
-            id: id.clone(),
-            label: current.label.clone(),
-            created: now_rfc3339(),
-            source,
-            parent: Some(current.version.clone()),
-            item_count: next.items.len(),
-            embedder: self.cfg.fingerprint.clone(),
-            index: params,
-            groups: vec![],
-            warnings: vec![],
         };
-        let info = store.write_version(&next, info, ImageSource::Files(files))?;
-        let _ = std::fs::remove_dir_all(&work);
-        job.stage("activating", 0);
-        store.activate(&id, self.cfg.versions_kept)?;
-        self.swap(Arc::new(next));
-        self.prune();
-        Ok(info)
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!importer.is_finished(), "the import waited for the writer");
+        drop(held);
+        importer
+            .join()
+            .expect("join")
+            .expect("imported once the writer was free");
+
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: getpriority on the calling thread's own id.
+            let nice =
+                || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            let before = nice();
+            let inside = svc.write_blocking(|_| nice()).expect("ran");
+            assert_eq!(
+                inside,
+                before.max(7),
+                "the writer thread runs at import_nice"
+            );
+            assert_eq!(nice(), before, "the caller's thread keeps its priority");
+        }
     }
-}
 
-/// Product photos are scaled to this long side before embedding. The embedder sees a few
-/// hundred pixels, and its crop buffer keeps the size of the largest image it was given: a
-/// 10000×10000 photo would hold 300 MB for the life of the import's session.
-const EMBED_MAX_SIDE: u32 = 2048;
-
-/// Reads and decodes a product photo (strictly: a truncated one is an error) at embedding size.
-fn load_photo(path: &Path) -> Result<image::RgbImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    crate::capture::decode::decode_frame(&bytes).map(fit_for_embedding)
-}
-
-/// Scales a photo down to [`EMBED_MAX_SIDE`] at once, so the full-size pixels are given back
-/// before the embedder copies them. Smaller photos pass untouched, embedded exactly as the
-/// reference does.
-fn fit_for_embedding(img: image::RgbImage) -> image::RgbImage {
-    let (w, h) = img.dimensions();
-    let long = w.max(h);
-    if long <= EMBED_MAX_SIDE {
-        return img;
+    #[tokio::test(start_paused = true)]
+    async fn staff_writes_are_told_busy_naming_the_running_job() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let seed = bundle(tmp.path(), "seed", 6);
+        let (svc, _) = service(tmp.path(), Some(seed), 0);
+        let svc = Arc::new(svc);
+        let loaded = svc.clone();
+        tokio::task::spawn_blocking(move || loaded.load_initial())
+            .await
+            .expect("join")
+            .expect("seed");
+        let held = svc.writer.clone().try_lock_owned().expect("free");
+        let edit = svc.new_job(JobKind::Edit);
+        edit.stage(Stage::Indexing, 0);
+        // Paused time: the 30 s wait passes as soon as nothing else can run.
+        let err = svc.rollback_async().await.expect_err("busy");
+        assert!(
+            matches!(&err, CatalogError::Busy { job: Some((id, Stage::Indexing)) } if *id == edit.id()),
+            "{err}"
+        );
+        assert!(matches!(
+            svc.begin_upload(Some(10)),
+            Err(CatalogError::Busy { .. })
+        ));
+        let gone = Edit::Remove {
+            id: "no-such-item".into(),
+        };
+        let err = svc.edit_async(gone).await.expect_err("no such item");
+        assert!(
+            matches!(
+                &err,
+                JobError {
+                    error: CatalogError::NoSuchItem(_),
+                    job: None
+                }
+            ),
+            "said at once, busy or not: {err:?}"
+        );
+        drop(held);
+        let first = svc.begin_upload(Some(10)).expect("free again");
+        assert!(matches!(
+            svc.begin_upload(Some(10)),
+            Err(CatalogError::UploadInProgress)
+        ));
+        assert!(matches!(
+            svc.begin_upload(Some(2 << 30)),
+            Err(CatalogError::UploadTooLarge { limit }) if limit == 1 << 30
+        ));
+        drop(first);
     }
-    let scale = EMBED_MAX_SIDE as f64 / long as f64;
-    let nw = ((w as f64 * scale).round() as u32).clamp(1, EMBED_MAX_SIDE);
-    let nh = ((h as f64 * scale).round() as u32).clamp(1, EMBED_MAX_SIDE);
-    let mut out = vec![0u8; nw as usize * nh as usize * 3];
-    crate::vision::resize::PillowResizer::default().resize(img.as_raw(), w, h, &mut out, nw, nh);
-    drop(img);
-    image::RgbImage::from_raw(nw, nh, out).unwrap_or_default()
-}
-
-/// A file-name-safe form of an item id.
-fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect()
 }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod import;
 pub mod index;
 pub mod items;
+pub mod job;
 pub mod npy;
 pub mod persist;
 pub mod store;
@@ -64,8 +65,68 @@ pub enum CatalogError {
     NoSuchItem(String),
     #[error("there is no earlier catalog version to roll back to")]
     NothingToRollBack,
+    #[error("there is no job '{0}' (GET /api/catalog/jobs lists them)")]
+    NoSuchJob(String),
+    /// A write is running (`job`: its id and stage, when it is a job); a caller may retry.
+    #[error(
+        "another catalog change is running{}; try again when it has finished",
+        .job.as_ref().map(|(id, stage)| format!(" (job {id}, {stage})")).unwrap_or_default()
+    )]
+    Busy { job: Option<(String, job::Stage)> },
+    #[error("another bundle upload is being received; try again when it has finished")]
+    UploadInProgress,
+    #[error(
+        "the upload is larger than the limit of {} MiB (catalog.upload_limit_mb)",
+        .limit >> 20
+    )]
+    UploadTooLarge { limit: u64 },
+    #[error(
+        "nothing was received for {} s (catalog.receive_timeout_s); the upload was abandoned, send it again",
+        .waited.as_secs()
+    )]
+    UploadStalled { waited: std::time::Duration },
+    #[error("the upload was interrupted ({0}); send it again")]
+    UploadInterrupted(String),
+    #[error("the request body is empty: send the bundle as a .tar or .tar.gz body")]
+    EmptyUpload,
+    /// Nothing to serve at start-up: no stored version and no seed folder (`locked`: the data
+    /// folder is another process's, so this one could not import the seed anyway).
+    #[error("{}", no_catalog(.data_dir, .locked))]
+    NoCatalog { data_dir: PathBuf, locked: bool },
+    /// Item edits build on the active version's files; a catalog served from elsewhere (a seed
+    /// read in place) has none to build on.
+    #[error("the active catalog '{0}' is not a stored version; import a bundle first")]
+    NotStored(String),
+    #[error("no embedder is configured to compute embeddings")]
+    NoEmbedder,
+    #[error("cannot start the import's embedder: {0}")]
+    EmbedderStart(String),
+    #[error("embedding item '{item}': {why}")]
+    Embedding { item: String, why: String },
+    /// A stored file that was fine when it was written no longer is.
+    #[error("item '{item}': reading its image {path}: {why}")]
+    StoredImage {
+        item: String,
+        path: PathBuf,
+        why: String,
+    },
+    /// The catalog's own threads (the writer thread, the build pool) could not start or died.
+    #[error("{0}")]
+    Threads(String),
+    /// A tool's own failure (the benchmarks); the runtime uses the variants above.
     #[error("{0}")]
     Other(String),
+}
+
+fn no_catalog(data_dir: &Path, locked: &bool) -> String {
+    if *locked {
+        "no catalog: the data folder is locked and catalog.path is not set".into()
+    } else {
+        format!(
+            "the data folder {} has no catalog and catalog.path is not set: import one with `vitrine catalog import`",
+            data_dir.display()
+        )
+    }
 }
 
 impl CatalogError {
@@ -90,23 +151,58 @@ impl CatalogError {
         }
     }
 
-    /// A copy to hand to another thread (I/O errors are not `Clone`; their text is kept).
+    /// A copy to hand to another thread (I/O errors are not `Clone`: their kind and text are
+    /// kept).
     pub fn clone_shallow(&self) -> CatalogError {
+        use CatalogError as E;
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
         match self {
-            CatalogError::Invalid { path, problems } => CatalogError::Invalid {
+            E::Read { path, source } => E::Read {
+                path: path.clone(),
+                source: io(source),
+            },
+            E::Write { path, source } => E::Write {
+                path: path.clone(),
+                source: io(source),
+            },
+            E::Invalid { path, problems } => E::Invalid {
                 path: path.clone(),
                 problems: problems.clone(),
             },
-            CatalogError::EmbedderMismatch { path, why } => CatalogError::EmbedderMismatch {
+            E::EmbedderMismatch { path, why } => E::EmbedderMismatch {
                 path: path.clone(),
                 why: why.clone(),
             },
-            CatalogError::Locked { path } => CatalogError::Locked { path: path.clone() },
-            CatalogError::NoSuchVersion(v) => CatalogError::NoSuchVersion(v.clone()),
-            CatalogError::BadVersionId(v) => CatalogError::BadVersionId(v.clone()),
-            CatalogError::NoSuchItem(v) => CatalogError::NoSuchItem(v.clone()),
-            CatalogError::NothingToRollBack => CatalogError::NothingToRollBack,
-            e => CatalogError::Other(e.to_string()),
+            E::Locked { path } => E::Locked { path: path.clone() },
+            E::NoSuchVersion(v) => E::NoSuchVersion(v.clone()),
+            E::BadVersionId(v) => E::BadVersionId(v.clone()),
+            E::NoSuchItem(v) => E::NoSuchItem(v.clone()),
+            E::NothingToRollBack => E::NothingToRollBack,
+            E::NoSuchJob(v) => E::NoSuchJob(v.clone()),
+            E::Busy { job } => E::Busy { job: job.clone() },
+            E::UploadInProgress => E::UploadInProgress,
+            E::UploadTooLarge { limit } => E::UploadTooLarge { limit: *limit },
+            E::UploadStalled { waited } => E::UploadStalled { waited: *waited },
+            E::UploadInterrupted(v) => E::UploadInterrupted(v.clone()),
+            E::EmptyUpload => E::EmptyUpload,
+            E::NoCatalog { data_dir, locked } => E::NoCatalog {
+                data_dir: data_dir.clone(),
+                locked: *locked,
+            },
+            E::NotStored(v) => E::NotStored(v.clone()),
+            E::NoEmbedder => E::NoEmbedder,
+            E::EmbedderStart(v) => E::EmbedderStart(v.clone()),
+            E::Embedding { item, why } => E::Embedding {
+                item: item.clone(),
+                why: why.clone(),
+            },
+            E::StoredImage { item, path, why } => E::StoredImage {
+                item: item.clone(),
+                path: path.clone(),
+                why: why.clone(),
+            },
+            E::Threads(v) => E::Threads(v.clone()),
+            E::Other(v) => E::Other(v.clone()),
         }
     }
 }

@@ -59,6 +59,14 @@ impl std::fmt::Debug for Graph {
     }
 }
 
+/// hnsw_rs reports its dump failures as text (or panics): a write error naming the graph file.
+fn dump_failed(dir: &Path, basename: &str, why: String) -> CatalogError {
+    CatalogError::Write {
+        path: dir.join(format!("{basename}.hnsw.graph")),
+        source: std::io::Error::other(why),
+    }
+}
+
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -142,8 +150,8 @@ impl Graph {
         let written = catch_unwind(AssertUnwindSafe(|| {
             self.with(|h| h.file_dump(dir, basename))
         }))
-        .map_err(|p| CatalogError::Other(format!("dumping index {basename}: {}", panic_text(p))))?
-        .map_err(|e| CatalogError::Other(format!("dumping index {basename}: {e}")))?;
+        .map_err(|p| dump_failed(dir, basename, panic_text(p)))?
+        .map_err(|e| dump_failed(dir, basename, e.to_string()))?;
         for ext in ["hnsw.graph", "hnsw.data"] {
             let path = dir.join(format!("{written}.{ext}"));
             let f = std::fs::File::open(&path).map_err(|source| CatalogError::Write {

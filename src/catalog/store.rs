@@ -543,7 +543,8 @@ impl Store {
 
         let mut body = Vec::with_capacity(items.len() * 200);
         for it in &items {
-            serde_json::to_writer(&mut body, it).map_err(|e| CatalogError::Other(e.to_string()))?;
+            serde_json::to_writer(&mut body, it)
+                .map_err(|e| werr(&tmp.join("items.jsonl"))(e.into()))?;
             body.push(b'\n');
         }
         let p = tmp.join("items.jsonl");
@@ -581,8 +582,7 @@ impl Store {
         info.item_count = items.len();
         info.format = VERSION_FORMAT.into();
         let p = tmp.join("version.json");
-        let json =
-            serde_json::to_vec_pretty(&info).map_err(|e| CatalogError::Other(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&info).map_err(|e| werr(&p)(e.into()))?;
         std::fs::write(&p, json).map_err(werr(&p))?;
         sync_filesystem(&tmp)?;
         for d in [&index_dir, &tmp.join("images"), &tmp] {
@@ -721,7 +721,8 @@ impl Store {
         for id in std::iter::once(&ptr.active).chain(&ptr.history) {
             check_version_id(id)?;
         }
-        let json = serde_json::to_vec(ptr).map_err(|e| CatalogError::Other(e.to_string()))?;
+        let json =
+            serde_json::to_vec(ptr).map_err(|e| werr(&self.root.join("ACTIVE"))(e.into()))?;
         write_durable(
             &self.root.join("ACTIVE"),
             &json,

@@ -134,8 +134,10 @@ pub fn write_bundle(
             image::Rgb([r ^ (x as u8 * 4), g ^ (y as u8 * 3), b])
         });
         let p = img_dir.join(format!("{prefix}-{f}.jpg"));
-        img.save(&p)
-            .map_err(|e| CatalogError::Other(format!("writing {}: {e}", p.display())))?;
+        img.save(&p).map_err(|e| CatalogError::Write {
+            path: p.clone(),
+            source: std::io::Error::other(e),
+        })?;
     }
     let items: Vec<Item> = (0..n)
         .map(|i| Item {
