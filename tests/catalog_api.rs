@@ -2,35 +2,27 @@
 //! staff API on its own port): upload → job → activate → recommendations use the new items →
 //! item edits → rollback; then every kind of bad request gets a clear 4xx and changes nothing.
 
-mod catalog_support;
+mod common;
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use catalog_support::*;
+use common::catalog::*;
 use reqwest::Method;
 use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn versions(d: &Daemon) -> (String, usize) {
-    let (s, v) = staff_get(d, "/api/catalog/versions").await;
-    assert_eq!(s, 200, "{v}");
-    (
-        v["active"].as_str().unwrap_or_default().to_string(),
-        v["versions"].as_array().map_or(0, Vec::len),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_upload_activate_edit_rollback_and_refusals() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 30, Embeddings::Inline, 1);
-    let cfg = config(work.path(), &seed, &work.path().join("data"), true, 4);
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
-    assert_ne!(d.staff, d.addr, "the staff API listens on its own address");
+    let cfg = seeded_config(work.path(), 30, true, 4);
+    let d = serve(&cfg, &[], WAIT);
+    assert_ne!(
+        d.staff(),
+        d.addr,
+        "the staff API listens on its own address"
+    );
 
     // First start: the seed folder became version v0001.
     let (s, summary) = staff_get(&d, "/api/catalog").await;
@@ -72,18 +64,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     // Upload without activating; the job reports its stages and finishes.
     let b = work.path().join("new");
     bundle(&b, "new", 40, Embeddings::Npy, 2);
-    let body = tar_gz(&b, &work.path().join("new.tar.gz"));
-    let (s, j) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false&label=spring",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    let job = j["job"]["id"].as_str().expect("job id").to_string();
-    assert_eq!(j["job"]["kind"], "import");
-    let done = wait_job(&d, &job, WAIT).await;
+    let done = upload(&d, "activate=false&label=spring", tar_gz(&b), WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["version"], "v0002");
     assert_eq!(done["activated"], false);
@@ -91,8 +72,8 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
         done["finished"].is_string() && done["started"].is_string(),
         "{done}"
     );
-    let (active, n) = versions(&d).await;
-    assert_eq!((active.as_str(), n), ("v0001", 2));
+    let (active, stored) = versions(&d).await;
+    assert_eq!((active.as_str(), stored.len()), ("v0001", 2));
     // Still serving the old catalog, and ready, while and after importing.
     let r = c.get(d.url("/readyz")).send().await.expect("readyz");
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
@@ -193,18 +174,8 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
 
     // An images-only bundle: the import's own embedder session (on the import thread, never in
     // a handler) computes the vectors. Stored without activating, so history is unchanged.
-    let imgs = work.path().join("imgs");
-    bundle(&imgs, "img", 6, Embeddings::None, 9);
-    let body = tar_gz(&imgs, &work.path().join("imgs.tar.gz"));
-    let (s, j) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    let done = wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    let body = bundle_tar_gz(work.path(), "img", 6, Embeddings::None, 9);
+    let done = upload_inactive(&d, body, WAIT).await;
     assert_eq!(
         (done["state"].as_str(), done["version"].as_str()),
         (Some("succeeded"), Some("v0005")),
@@ -228,7 +199,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
         let dir = work.path().join(name);
         bundle(&dir, name, 12, Embeddings::Inline, 5);
         f(&dir);
-        tar_gz(&dir, &work.path().join(format!("{name}.tar.gz")))
+        tar_gz(&dir)
     };
     let edit_lines = |dir: &std::path::Path, f: &dyn Fn(usize, String) -> String| {
         let p = dir.join("items.jsonl");
@@ -395,7 +366,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     assert_eq!(s, 404);
     assert_eq!(versions(&d).await, before);
     wait_recommendations(&d, "v0001", "seed-", WAIT).await;
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }
 
 /// A tar whose entry names are written raw (the tar crate refuses to build hostile ones).

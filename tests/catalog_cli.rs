@@ -2,12 +2,13 @@
 //! shipped embedder: good and bad bundles, an images-only bundle embedded during the import, and
 //! the refusal to write while a running daemon holds the data folder.
 
-mod catalog_support;
+mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use catalog_support::*;
+use common::bin;
+use common::catalog::*;
 use vitrine::catalog::synth::Embeddings;
 
 fn vitrine(cfg: &std::path::Path, args: &[&str]) -> Output {
@@ -16,7 +17,7 @@ fn vitrine(cfg: &std::path::Path, args: &[&str]) -> Output {
 
 /// `vitrine catalog ARGS`, with or without the staff token's variable set.
 fn run(cfg: &std::path::Path, args: &[&str], token: bool) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitrine"));
+    let mut cmd = bin();
     cmd.args(["catalog"])
         .args(&args[..1])
         .arg("--config")
@@ -42,9 +43,7 @@ fn text(o: &Output) -> String {
 fn staff_cli_verify_import_list_activate_rollback() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    let seed = w.join("seed");
-    bundle(&seed, "seed", 10, Embeddings::Inline, 1);
-    let cfg = config(w, &seed, &w.join("data"), false, 16);
+    let cfg = seeded_config(w, 10, false, 16);
 
     let a = w.join("a");
     bundle(&a, "a", 25, Embeddings::Npy, 2);
@@ -55,11 +54,7 @@ fn staff_cli_verify_import_list_activate_rollback() {
     // A bad bundle: non-zero exit, the offending rows named.
     let bad = w.join("bad");
     bundle(&bad, "bad", 5, Embeddings::Inline, 3);
-    let p = bad.join("items.jsonl");
-    let t = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace("bad-3", "bad-2");
-    std::fs::write(&p, t).expect("write");
+    replace_in_items(&bad, "bad-3", "bad-2");
     let o = vitrine(&cfg, &["verify", bad.to_str().expect("utf8")]);
     assert!(!o.status.success());
     assert!(
@@ -71,8 +66,8 @@ fn staff_cli_verify_import_list_activate_rollback() {
     assert!(!o.status.success(), "{}", text(&o));
 
     // Import as an archive, then an images-only folder embedded by the shipped model.
+    tar_gz(&a);
     let tgz = w.join("a.tar.gz");
-    tar_gz(&a, &tgz);
     let o = vitrine(
         &cfg,
         &["import", tgz.to_str().expect("utf8"), "--label", "first"],
@@ -145,8 +140,7 @@ fn staff_cli_verify_import_list_activate_rollback() {
     }
 
     // While the daemon runs it holds the data folder: the CLI says so instead of writing.
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", Duration::from_secs(90));
+    let d = serve(&cfg, &[], Duration::from_secs(90));
     let o = vitrine(&cfg, &["import", a.to_str().expect("utf8")]);
     assert!(!o.status.success());
     assert!(
@@ -157,5 +151,5 @@ fn staff_cli_verify_import_list_activate_rollback() {
     let o = vitrine(&cfg, &["list"]);
     assert!(o.status.success(), "listing only reads: {}", text(&o));
     assert!(text(&o).contains("* v0001"), "{}", text(&o));
-    d.stop();
+    assert!(d.terminate(Duration::from_secs(90)).success());
 }

@@ -3,18 +3,18 @@
 //! of idle; a truncated photo, two photos that would share one stored file, and an archive whose
 //! entry is both a file and a folder are 422s that name the culprits.
 
-mod catalog_support;
+mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use catalog_support::*;
+use common::catalog::*;
 use vitrine::catalog::synth::{self, Embeddings};
 
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Uploads `body` and returns (status, answer, peak resident MiB sampled while it ran).
-async fn upload(d: &Daemon, body: Vec<u8>) -> (u16, serde_json::Value, u64) {
+async fn upload_measured(d: &Daemon, body: Vec<u8>) -> (u16, serde_json::Value, u64) {
     let req = client()
         .post(d.staff_url("/api/catalog/bundles?activate=false"))
         .bearer_auth(TOKEN)
@@ -77,11 +77,8 @@ fn item_of(dir: &Path, image_suffix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_uploads_are_422s_in_bounded_memory() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 20, Embeddings::Inline, 1);
-    let cfg = config(work.path(), &seed, &work.path().join("data"), false, 64);
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
+    let cfg = seeded_config(work.path(), 20, false, 64);
+    let d = serve(&cfg, &[], WAIT);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = d.rss_mib();
 
@@ -116,7 +113,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         synth::write_bomb(&path, &members).expect("bomb");
         let body = std::fs::read(&path).expect("read");
         let size = body.len();
-        let (s, j, peak) = upload(&d, body).await;
+        let (s, j, peak) = upload_measured(&d, body).await;
         let all = refused(s, &j, what);
         println!(
             "bomb {what} ({} KiB, 1 GiB unpacked): {s}, resident idle {idle} MiB, peak {peak} MiB",
@@ -144,7 +141,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(&[0u8; 1024]);
     std::fs::write(&npy, &out).expect("write");
-    let (s, j, peak) = upload(&d, tar_gz(&npy_dir, &work.path().join("npy.tar.gz"))).await;
+    let (s, j, peak) = upload_measured(&d, tar_gz(&npy_dir)).await;
     let all = refused(s, &j, "npy");
     println!("npy header of 8 GiB: {s}, resident idle {idle} MiB, peak {peak} MiB");
     assert!(all.contains("has shape (8388608, 256)"), "{all}");
@@ -160,7 +157,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
     let bytes = std::fs::read(&photo).expect("photo");
     std::fs::write(&photo, &bytes[..bytes.len() * 2 / 3]).expect("cut");
     let id = item_of(&cut, "cut-1.jpg");
-    let (s, j, _) = upload(&d, tar_gz(&cut, &work.path().join("cut.tar.gz"))).await;
+    let (s, j, _) = upload_measured(&d, tar_gz(&cut)).await;
     let all = refused(s, &j, "truncated");
     assert!(
         all.contains(&format!("item '{id}'")) && all.contains("truncated"),
@@ -186,7 +183,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         ("images/same.jpg", &jpeg),
         ("same.jpg", &bytes),
     ]);
-    let (s, j, _) = upload(&d, body).await;
+    let (s, j, _) = upload_measured(&d, body).await;
     let all = refused(s, &j, "collision");
     assert!(
         all.contains("item 'second'") && all.contains("item 'first'"),
@@ -199,7 +196,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         ("x", b"file"),
         ("x/y", b"under a file"),
     ]);
-    let (s, j, _) = upload(&d, body).await;
+    let (s, j, _) = upload_measured(&d, body).await;
     let all = refused(s, &j, "x then x/y");
     assert!(all.contains("'x' and 'x/y' clash"), "{all}");
 
@@ -209,5 +206,5 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         (200, 1),
         "nothing was stored: {v}"
     );
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }
