@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::catalog::*;
 use reqwest::Method;
+use serde_json::json;
 use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -80,13 +82,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     wait_recommendations(&d, "v0001", "seed-", WAIT).await;
 
     // Activate: the pipeline picks the new snapshot up on its next frame.
-    let (s, a) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0002/activate",
-        None,
-    )
-    .await;
+    let (s, a) = activate(&d, "v0002").await;
     assert_eq!(
         (s, a["active"].as_str(), a["label"].as_str()),
         (200, Some("v0002"), Some("spring")),
@@ -97,7 +93,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     // Single-item edits make new active versions.
     let img = std::fs::read(b.join("images/new-0.jpg")).expect("img");
     let emb = vitrine::catalog::synth::clustered_vectors(1, fingerprint().dim, 1, 77).remove(0);
-    let put = serde_json::json!({
+    let put = json!({
         "name": "Added coat", "group": "top", "category": "Coat", "price": 99.5, "currency": "EUR",
         "embedding": emb, "image_base64": base64::engine::general_purpose::STANDARD.encode(&img),
     });
@@ -194,135 +190,110 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     // Every bad upload: a clear 4xx, and nothing changes.
     let before = versions(&d).await;
     let dim = fingerprint().dim;
-    let mut bad: Vec<(&str, Vec<u8>, u16, &str)> = Vec::new();
-    let variant = |name: &str, f: &dyn Fn(&std::path::Path)| -> Vec<u8> {
+    let variant = |name: &str, f: &dyn Fn(&Path)| -> Vec<u8> {
         let dir = work.path().join(name);
         bundle(&dir, name, 12, Embeddings::Inline, 5);
         f(&dir);
         tar_gz(&dir)
     };
-    let edit_lines = |dir: &std::path::Path, f: &dyn Fn(usize, String) -> String| {
-        let p = dir.join("items.jsonl");
-        let text = std::fs::read_to_string(&p).expect("read");
-        let out: Vec<String> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| f(i, l.to_string()))
-            .collect();
-        std::fs::write(&p, out.join("\n")).expect("write");
+    // The variant with line `i` of its items.jsonl rewritten.
+    let line_edited = |name: &str, i: usize, f: &dyn Fn(String) -> String| {
+        variant(name, &|dir| {
+            let p = dir.join("items.jsonl");
+            let text = std::fs::read_to_string(&p).expect("read");
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            lines[i] = f(std::mem::take(&mut lines[i]));
+            std::fs::write(&p, lines.join("\n")).expect("write");
+        })
     };
-    bad.push((
-        "wrong size",
-        variant("wsize", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 3 {
-                    let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
-                    v["embedding"] = serde_json::json!(vec![0.1f32; dim / 2]);
-                    v.to_string()
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "embedding has",
-    ));
-    bad.push((
-        "NaN",
-        variant("nan", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 2 {
-                    l.replacen("\"embedding\":[", "\"embedding\":[NaN,", 1)
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "NaN",
-    ));
-    bad.push((
-        "duplicate ids",
-        variant("dup", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 5 {
-                    l.replace("dup-5", "dup-4")
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "duplicate id",
-    ));
-    bad.push((
-        "missing field",
-        variant("miss", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 1 {
-                    let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
-                    v.as_object_mut().expect("o").remove("price");
-                    v.to_string()
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "missing field `price`",
-    ));
-    bad.push((
-        "wrong embedder",
-        variant("fp", &|d| {
-            let p = d.join("manifest.json");
-            let t = std::fs::read_to_string(&p)
-                .expect("m")
-                .replace(&fingerprint().sha256, &"0".repeat(64));
-            std::fs::write(&p, t).expect("w");
-        }),
-        422,
-        "different embedder",
-    ));
+    let json_edited = |l: String, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
+        f(&mut v);
+        v.to_string()
+    };
     let good = variant("trunc", &|_| {});
-    bad.push((
-        "truncated archive",
-        good[..good.len() * 2 / 3].to_vec(),
-        422,
-        "truncated or corrupt",
-    ));
-    bad.push((
-        "not an archive",
-        b"hello, this is not a tarball at all".repeat(40),
-        422,
-        "truncated or corrupt",
-    ));
-    bad.push((
-        "path traversal",
-        raw_tar(&[("../../escape.txt", b"x")], false),
-        422,
-        "outside the bundle",
-    ));
-    bad.push((
-        "absolute path",
-        raw_tar(&[("/tmp/vitrine-escape.txt", b"x")], false),
-        422,
-        "outside the bundle",
-    ));
-    bad.push((
-        "symlink",
-        raw_tar(&[("manifest.json", b"")], true),
-        422,
-        "symbolic link",
-    ));
-    bad.push(("oversize", vec![0u8; 5 << 20], 413, "larger than the limit"));
-    // An ordinary client writes the whole body before it reads: the server reads the refused
-    // rest too, so it still gets the 413 and its explanation rather than a reset connection.
-    bad.push((
-        "oversize, written in full",
-        vec![0u8; 5 << 20],
-        413,
-        "larger than the limit",
-    ));
+    let bad: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "wrong size",
+            line_edited("wsize", 3, &|l| {
+                json_edited(l, &|v| v["embedding"] = json!(vec![0.1f32; dim / 2]))
+            }),
+            422,
+            "embedding has",
+        ),
+        (
+            "NaN",
+            line_edited("nan", 2, &|l| {
+                l.replacen("\"embedding\":[", "\"embedding\":[NaN,", 1)
+            }),
+            422,
+            "NaN",
+        ),
+        (
+            "duplicate ids",
+            line_edited("dup", 5, &|l| l.replace("dup-5", "dup-4")),
+            422,
+            "duplicate id",
+        ),
+        (
+            "missing field",
+            line_edited("miss", 1, &|l| {
+                json_edited(l, &|v| {
+                    v.as_object_mut().expect("o").remove("price");
+                })
+            }),
+            422,
+            "missing field `price`",
+        ),
+        (
+            "wrong embedder",
+            variant("fp", &|d| {
+                let zeros = "0".repeat(64);
+                replace_in(&d.join("manifest.json"), &fingerprint().sha256, &zeros)
+            }),
+            422,
+            "different embedder",
+        ),
+        (
+            "truncated archive",
+            good[..good.len() * 2 / 3].to_vec(),
+            422,
+            "truncated or corrupt",
+        ),
+        (
+            "not an archive",
+            b"hello, this is not a tarball at all".repeat(40),
+            422,
+            "truncated or corrupt",
+        ),
+        (
+            "path traversal",
+            raw_tar(&[("../../escape.txt", b"x")], false),
+            422,
+            "outside the bundle",
+        ),
+        (
+            "absolute path",
+            raw_tar(&[("/tmp/vitrine-escape.txt", b"x")], false),
+            422,
+            "outside the bundle",
+        ),
+        (
+            "symlink",
+            raw_tar(&[("manifest.json", b"")], true),
+            422,
+            "symbolic link",
+        ),
+        ("oversize", vec![0u8; 5 << 20], 413, "larger than the limit"),
+        // An ordinary client writes the whole body before it reads: the server reads the refused
+        // rest too, so it still gets the 413 and its explanation rather than a reset connection.
+        (
+            "oversize, written in full",
+            vec![0u8; 5 << 20],
+            413,
+            "larger than the limit",
+        ),
+    ];
     for (what, body, status, needle) in bad {
         let (s, r) = if what == "oversize" {
             staff_post_raw(&d, "/api/catalog/bundles", body).await
@@ -356,13 +327,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0999/activate",
-        None,
-    )
-    .await;
+    let (s, _) = activate(&d, "v0999").await;
     assert_eq!(s, 404);
     assert_eq!(versions(&d).await, before);
     wait_recommendations(&d, "v0001", "seed-", WAIT).await;

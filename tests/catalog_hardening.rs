@@ -63,13 +63,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
         "V0002",
         "v%2B002",
     ] {
-        let (s, r) = staff_send(
-            &d,
-            Method::POST,
-            &format!("/api/catalog/versions/{bad}/activate"),
-            None,
-        )
-        .await;
+        let (s, r) = activate(&d, bad).await;
         assert_eq!(s, 400, "{bad}: {r}");
         let msg = r["error"].as_str().unwrap_or_default();
         assert!(
@@ -78,13 +72,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
         );
         assert_eq!(versions(&d).await, before, "{bad} changed the catalog");
     }
-    let (s, r) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0002/activate",
-        None,
-    )
-    .await;
+    let (s, r) = activate(&d, "v0002").await;
     assert_eq!((s, r["active"].as_str()), (200, Some("v0002")), "{r}");
     import_inactive(&d, work.path(), "b6", 16).await;
     let (active, ids) = versions(&d).await;
@@ -189,13 +177,7 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     let mut stalled = stalled_upload(&addr, 10 << 20, 100 << 10);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = std::time::Instant::now();
-    let (s, r) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0001/activate",
-        None,
-    )
-    .await;
+    let (s, r) = activate(&d, "v0001").await;
     assert_eq!((s, r["active"].as_str()), (200, Some("v0001")), "{r}");
     assert!(
         t.elapsed() < Duration::from_secs(3),
@@ -276,7 +258,7 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     // Error messages name files relative to the data folder, never where it lies.
     let dup = work.path().join("dup");
     bundle(&dup, "dup", 6, Embeddings::Inline, 3);
-    replace_in_items(&dup, "dup-3", "dup-2");
+    replace_in(&dup.join("items.jsonl"), "dup-3", "dup-2");
     let (s, r) = staff_send(&d, Method::POST, "/api/catalog/bundles", Some(tar_gz(&dup))).await;
     assert_eq!(s, 422, "{r}");
     let text = r.to_string();

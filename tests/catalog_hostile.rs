@@ -34,6 +34,15 @@ async fn upload_measured(d: &Daemon, body: Vec<u8>) -> (u16, serde_json::Value, 
     (s, j, peak.max(d.rss_mib()))
 }
 
+/// The bound on a refused upload's memory: its peak within 300 MiB of the idle daemon's.
+fn within_300_mib(what: &str, idle: u64, peak: u64) {
+    println!("{what}: refused, resident idle {idle} MiB, peak {peak} MiB");
+    assert!(
+        peak < idle + 300,
+        "{what}: {peak} MiB resident, idle {idle} MiB"
+    );
+}
+
 fn manifest(n: usize, embeddings: &str) -> Vec<u8> {
     let fp = fingerprint();
     serde_json::to_vec(&serde_json::json!({
@@ -54,10 +63,16 @@ fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-/// The problems of a 422 answer, one string.
-fn refused(s: u16, j: &serde_json::Value, what: &str) -> String {
+/// Uploads `body`, which must be refused with 422 and an answer saying each of `says`; returns
+/// the peak resident MiB sampled while it ran.
+async fn refused(d: &Daemon, what: &str, body: Vec<u8>, says: &[&str]) -> u64 {
+    let (s, j, peak) = upload_measured(d, body).await;
     assert_eq!(s, 422, "{what}: {j}");
-    j.to_string()
+    let all = j.to_string();
+    for w in says {
+        assert!(all.contains(w), "{what}: should say '{w}': {all}");
+    }
+    peak
 }
 
 fn item_of(dir: &Path, image_suffix: &str) -> String {
@@ -113,17 +128,9 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         synth::write_bomb(&path, &members).expect("bomb");
         let body = std::fs::read(&path).expect("read");
         let size = body.len();
-        let (s, j, peak) = upload_measured(&d, body).await;
-        let all = refused(s, &j, what);
-        println!(
-            "bomb {what} ({} KiB, 1 GiB unpacked): {s}, resident idle {idle} MiB, peak {peak} MiB",
-            size >> 10
-        );
-        assert!(all.contains(expect), "{what}: {all}");
-        assert!(
-            peak < idle + 300,
-            "{what}: {peak} MiB resident, idle {idle} MiB"
-        );
+        let peak = refused(&d, what, body, &[expect]).await;
+        let what = format!("bomb {what} ({} KiB, 1 GiB unpacked)", size >> 10);
+        within_300_mib(&what, idle, peak);
     }
 
     // An npy header declaring (8388608, 256) over a 1 KiB body.
@@ -141,14 +148,9 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(&[0u8; 1024]);
     std::fs::write(&npy, &out).expect("write");
-    let (s, j, peak) = upload_measured(&d, tar_gz(&npy_dir)).await;
-    let all = refused(s, &j, "npy");
-    println!("npy header of 8 GiB: {s}, resident idle {idle} MiB, peak {peak} MiB");
-    assert!(all.contains("has shape (8388608, 256)"), "{all}");
-    assert!(
-        peak < idle + 300,
-        "npy: {peak} MiB resident, idle {idle} MiB"
-    );
+    let says = ["has shape (8388608, 256)"];
+    let peak = refused(&d, "npy", tar_gz(&npy_dir), &says).await;
+    within_300_mib("npy header of 8 GiB", idle, peak);
 
     // A truncated JPEG in an images-only bundle.
     let cut = work.path().join("cut");
@@ -157,12 +159,8 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
     let bytes = std::fs::read(&photo).expect("photo");
     std::fs::write(&photo, &bytes[..bytes.len() * 2 / 3]).expect("cut");
     let id = item_of(&cut, "cut-1.jpg");
-    let (s, j, _) = upload_measured(&d, tar_gz(&cut)).await;
-    let all = refused(s, &j, "truncated");
-    assert!(
-        all.contains(&format!("item '{id}'")) && all.contains("truncated"),
-        "{all}"
-    );
+    let says = [&format!("item '{id}'"), "truncated"];
+    refused(&d, "truncated", tar_gz(&cut), &says).await;
 
     // Two items whose different photos would both be stored as images/same.jpg.
     let jpeg = std::fs::read(cut.join("images/cut-0.jpg")).expect("photo");
@@ -183,12 +181,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         ("images/same.jpg", &jpeg),
         ("same.jpg", &bytes),
     ]);
-    let (s, j, _) = upload_measured(&d, body).await;
-    let all = refused(s, &j, "collision");
-    assert!(
-        all.contains("item 'second'") && all.contains("item 'first'"),
-        "{all}"
-    );
+    refused(&d, "collision", body, &["item 'second'", "item 'first'"]).await;
 
     // Entry `x` then `x/y`.
     let body = tar_of(&[
@@ -196,9 +189,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         ("x", b"file"),
         ("x/y", b"under a file"),
     ]);
-    let (s, j, _) = upload_measured(&d, body).await;
-    let all = refused(s, &j, "x then x/y");
-    assert!(all.contains("'x' and 'x/y' clash"), "{all}");
+    refused(&d, "x then x/y", body, &["'x' and 'x/y' clash"]).await;
 
     let (s, v) = staff_get(&d, "/api/catalog/versions").await;
     assert_eq!(

@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, bin, config_in, config_with_frames, demo_frames, demo_ids, demo_items, root};
+use common::{
+    Daemon, assert_success, bin, config_in, config_with_frames, demo_frames, demo_ids, demo_items,
+    floats, root,
+};
 
 #[test]
 fn serve_publishes_real_recommendations_and_stops_on_sigterm() {
@@ -88,11 +91,7 @@ fn serve_publishes_real_recommendations_and_stops_on_sigterm() {
 #[test]
 fn validate_accepts_the_demo_config() {
     let out = bin().arg("validate").output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "vitrine validate");
 }
 
 /// One way to break the config or a model it names, and what the refusal must say.
@@ -447,11 +446,7 @@ fn detect_prints_one_json_line_per_image_in_original_pixels() {
         .arg(root().join("models/demo/frames/vtest_0000.jpg"))
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "vitrine detect");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -470,12 +465,7 @@ fn detect_prints_one_json_line_per_image_in_original_pixels() {
         let boxes = l["boxes"].as_array().expect("boxes");
         assert!(boxes.iter().any(|b| b["label"] == "Person"), "{l}");
         for b in boxes {
-            let bb: Vec<f64> = b["bbox"]
-                .as_array()
-                .expect("bbox")
-                .iter()
-                .filter_map(|v| v.as_f64())
-                .collect();
+            let bb = floats(&b["bbox"]);
             assert!(
                 bb[0] >= 0.0
                     && bb[1] >= 0.0

@@ -48,12 +48,11 @@ pub fn bundle_tar_gz(work: &Path, prefix: &str, n: usize, emb: Embeddings, seed:
     tar_gz(&dir)
 }
 
-/// Rewrites a bundle's `items.jsonl`, every occurrence of `from` becoming `to` (one id made
+/// Rewrites a text file of a bundle, every occurrence of `from` becoming `to` (one id made
 /// another's duplicate, say).
-pub fn replace_in_items(dir: &Path, from: &str, to: &str) {
-    let p = dir.join("items.jsonl");
-    let text = std::fs::read_to_string(&p).expect("read items.jsonl");
-    std::fs::write(&p, text.replace(from, to)).expect("write items.jsonl");
+pub fn replace_in(file: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(file).expect("read a bundle file");
+    std::fs::write(file, text.replace(from, to)).expect("write a bundle file");
 }
 
 /// Sets `[table] key = value` in a config file.
@@ -131,6 +130,12 @@ pub async fn staff_send(
     let r = rq.send().await.expect("request");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// `POST /api/catalog/versions/ID/activate` (`id` as it goes in the path, escapes and all).
+pub async fn activate(d: &Daemon, id: &str) -> (u16, serde_json::Value) {
+    let path = format!("/api/catalog/versions/{id}/activate");
+    staff_send(d, reqwest::Method::POST, &path, None).await
 }
 
 /// The active version and every stored one, as the staff API lists them.

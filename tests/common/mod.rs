@@ -8,7 +8,7 @@ pub mod catalog;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,40 @@ pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vitrine"));
     c.current_dir(root());
     c
+}
+
+/// A fixture of the evaluation tests, `tests/data/eval/NAME`.
+pub fn eval_data(name: &str) -> PathBuf {
+    root().join("tests/data/eval").join(name)
+}
+
+/// A path as an argument list takes it.
+pub fn utf8(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// A JSON file, parsed; the path named if it cannot be read.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON array of numbers (a box, an embedding), every element a number.
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number"))
+        .collect()
+}
+
+/// Asserts a finished run succeeded; the failure says `what` and shows the run's stderr.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `vitrine ARGS…` to its end: whether it succeeded, its stdout, its stderr.
