@@ -2,35 +2,29 @@
 //! staff API on its own port): upload → job → activate → recommendations use the new items →
 //! item edits → rollback; then every kind of bad request gets a clear 4xx and changes nothing.
 
-mod catalog_support;
+mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use catalog_support::*;
+use common::catalog::*;
 use reqwest::Method;
+use serde_json::json;
 use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn versions(d: &Daemon) -> (String, usize) {
-    let (s, v) = staff_get(d, "/api/catalog/versions").await;
-    assert_eq!(s, 200, "{v}");
-    (
-        v["active"].as_str().unwrap_or_default().to_string(),
-        v["versions"].as_array().map_or(0, Vec::len),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_upload_activate_edit_rollback_and_refusals() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 30, Embeddings::Inline, 1);
-    let cfg = config(work.path(), &seed, &work.path().join("data"), true, 4);
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
-    assert_ne!(d.staff, d.addr, "the staff API listens on its own address");
+    let cfg = seeded_config(work.path(), 30, true, 4);
+    let d = serve(&cfg, &[], WAIT);
+    assert_ne!(
+        d.staff(),
+        d.addr,
+        "the staff API listens on its own address"
+    );
 
     // First start: the seed folder became version v0001.
     let (s, summary) = staff_get(&d, "/api/catalog").await;
@@ -72,18 +66,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     // Upload without activating; the job reports its stages and finishes.
     let b = work.path().join("new");
     bundle(&b, "new", 40, Embeddings::Npy, 2);
-    let body = tar_gz(&b, &work.path().join("new.tar.gz"));
-    let (s, j) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false&label=spring",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    let job = j["job"]["id"].as_str().expect("job id").to_string();
-    assert_eq!(j["job"]["kind"], "import");
-    let done = wait_job(&d, &job, WAIT).await;
+    let done = upload(&d, "activate=false&label=spring", tar_gz(&b), WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["version"], "v0002");
     assert_eq!(done["activated"], false);
@@ -91,21 +74,15 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
         done["finished"].is_string() && done["started"].is_string(),
         "{done}"
     );
-    let (active, n) = versions(&d).await;
-    assert_eq!((active.as_str(), n), ("v0001", 2));
+    let (active, stored) = versions(&d).await;
+    assert_eq!((active.as_str(), stored.len()), ("v0001", 2));
     // Still serving the old catalog, and ready, while and after importing.
     let r = c.get(d.url("/readyz")).send().await.expect("readyz");
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
     wait_recommendations(&d, "v0001", "seed-", WAIT).await;
 
     // Activate: the pipeline picks the new snapshot up on its next frame.
-    let (s, a) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0002/activate",
-        None,
-    )
-    .await;
+    let (s, a) = activate(&d, "v0002").await;
     assert_eq!(
         (s, a["active"].as_str(), a["label"].as_str()),
         (200, Some("v0002"), Some("spring")),
@@ -116,7 +93,7 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     // Single-item edits make new active versions.
     let img = std::fs::read(b.join("images/new-0.jpg")).expect("img");
     let emb = vitrine::catalog::synth::clustered_vectors(1, fingerprint().dim, 1, 77).remove(0);
-    let put = serde_json::json!({
+    let put = json!({
         "name": "Added coat", "group": "top", "category": "Coat", "price": 99.5, "currency": "EUR",
         "embedding": emb, "image_base64": base64::engine::general_purpose::STANDARD.encode(&img),
     });
@@ -193,18 +170,8 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
 
     // An images-only bundle: the import's own embedder session (on the import thread, never in
     // a handler) computes the vectors. Stored without activating, so history is unchanged.
-    let imgs = work.path().join("imgs");
-    bundle(&imgs, "img", 6, Embeddings::None, 9);
-    let body = tar_gz(&imgs, &work.path().join("imgs.tar.gz"));
-    let (s, j) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/bundles?activate=false",
-        Some(body),
-    )
-    .await;
-    assert_eq!(s, 202, "{j}");
-    let done = wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    let body = bundle_tar_gz(work.path(), "img", 6, Embeddings::None, 9);
+    let done = upload_inactive(&d, body, WAIT).await;
     assert_eq!(
         (done["state"].as_str(), done["version"].as_str()),
         (Some("succeeded"), Some("v0005")),
@@ -223,135 +190,110 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     // Every bad upload: a clear 4xx, and nothing changes.
     let before = versions(&d).await;
     let dim = fingerprint().dim;
-    let mut bad: Vec<(&str, Vec<u8>, u16, &str)> = Vec::new();
-    let variant = |name: &str, f: &dyn Fn(&std::path::Path)| -> Vec<u8> {
+    let variant = |name: &str, f: &dyn Fn(&Path)| -> Vec<u8> {
         let dir = work.path().join(name);
         bundle(&dir, name, 12, Embeddings::Inline, 5);
         f(&dir);
-        tar_gz(&dir, &work.path().join(format!("{name}.tar.gz")))
+        tar_gz(&dir)
     };
-    let edit_lines = |dir: &std::path::Path, f: &dyn Fn(usize, String) -> String| {
-        let p = dir.join("items.jsonl");
-        let text = std::fs::read_to_string(&p).expect("read");
-        let out: Vec<String> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| f(i, l.to_string()))
-            .collect();
-        std::fs::write(&p, out.join("\n")).expect("write");
+    // The variant with line `i` of its items.jsonl rewritten.
+    let line_edited = |name: &str, i: usize, f: &dyn Fn(String) -> String| {
+        variant(name, &|dir| {
+            let p = dir.join("items.jsonl");
+            let text = std::fs::read_to_string(&p).expect("read");
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            lines[i] = f(std::mem::take(&mut lines[i]));
+            std::fs::write(&p, lines.join("\n")).expect("write");
+        })
     };
-    bad.push((
-        "wrong size",
-        variant("wsize", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 3 {
-                    let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
-                    v["embedding"] = serde_json::json!(vec![0.1f32; dim / 2]);
-                    v.to_string()
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "embedding has",
-    ));
-    bad.push((
-        "NaN",
-        variant("nan", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 2 {
-                    l.replacen("\"embedding\":[", "\"embedding\":[NaN,", 1)
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "NaN",
-    ));
-    bad.push((
-        "duplicate ids",
-        variant("dup", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 5 {
-                    l.replace("dup-5", "dup-4")
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "duplicate id",
-    ));
-    bad.push((
-        "missing field",
-        variant("miss", &|d| {
-            edit_lines(d, &|i, l| {
-                if i == 1 {
-                    let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
-                    v.as_object_mut().expect("o").remove("price");
-                    v.to_string()
-                } else {
-                    l
-                }
-            })
-        }),
-        422,
-        "missing field `price`",
-    ));
-    bad.push((
-        "wrong embedder",
-        variant("fp", &|d| {
-            let p = d.join("manifest.json");
-            let t = std::fs::read_to_string(&p)
-                .expect("m")
-                .replace(&fingerprint().sha256, &"0".repeat(64));
-            std::fs::write(&p, t).expect("w");
-        }),
-        422,
-        "different embedder",
-    ));
+    let json_edited = |l: String, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&l).expect("j");
+        f(&mut v);
+        v.to_string()
+    };
     let good = variant("trunc", &|_| {});
-    bad.push((
-        "truncated archive",
-        good[..good.len() * 2 / 3].to_vec(),
-        422,
-        "truncated or corrupt",
-    ));
-    bad.push((
-        "not an archive",
-        b"hello, this is not a tarball at all".repeat(40),
-        422,
-        "truncated or corrupt",
-    ));
-    bad.push((
-        "path traversal",
-        raw_tar(&[("../../escape.txt", b"x")], false),
-        422,
-        "outside the bundle",
-    ));
-    bad.push((
-        "absolute path",
-        raw_tar(&[("/tmp/vitrine-escape.txt", b"x")], false),
-        422,
-        "outside the bundle",
-    ));
-    bad.push((
-        "symlink",
-        raw_tar(&[("manifest.json", b"")], true),
-        422,
-        "symbolic link",
-    ));
-    bad.push(("oversize", vec![0u8; 5 << 20], 413, "larger than the limit"));
-    // An ordinary client writes the whole body before it reads: the server reads the refused
-    // rest too, so it still gets the 413 and its explanation rather than a reset connection.
-    bad.push((
-        "oversize, written in full",
-        vec![0u8; 5 << 20],
-        413,
-        "larger than the limit",
-    ));
+    let bad: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "wrong size",
+            line_edited("wsize", 3, &|l| {
+                json_edited(l, &|v| v["embedding"] = json!(vec![0.1f32; dim / 2]))
+            }),
+            422,
+            "embedding has",
+        ),
+        (
+            "NaN",
+            line_edited("nan", 2, &|l| {
+                l.replacen("\"embedding\":[", "\"embedding\":[NaN,", 1)
+            }),
+            422,
+            "NaN",
+        ),
+        (
+            "duplicate ids",
+            line_edited("dup", 5, &|l| l.replace("dup-5", "dup-4")),
+            422,
+            "duplicate id",
+        ),
+        (
+            "missing field",
+            line_edited("miss", 1, &|l| {
+                json_edited(l, &|v| {
+                    v.as_object_mut().expect("o").remove("price");
+                })
+            }),
+            422,
+            "missing field `price`",
+        ),
+        (
+            "wrong embedder",
+            variant("fp", &|d| {
+                let zeros = "0".repeat(64);
+                replace_in(&d.join("manifest.json"), &fingerprint().sha256, &zeros)
+            }),
+            422,
+            "different embedder",
+        ),
+        (
+            "truncated archive",
+            good[..good.len() * 2 / 3].to_vec(),
+            422,
+            "truncated or corrupt",
+        ),
+        (
+            "not an archive",
+            b"hello, this is not a tarball at all".repeat(40),
+            422,
+            "truncated or corrupt",
+        ),
+        (
+            "path traversal",
+            raw_tar(&[("../../escape.txt", b"x")], false),
+            422,
+            "outside the bundle",
+        ),
+        (
+            "absolute path",
+            raw_tar(&[("/tmp/vitrine-escape.txt", b"x")], false),
+            422,
+            "outside the bundle",
+        ),
+        (
+            "symlink",
+            raw_tar(&[("manifest.json", b"")], true),
+            422,
+            "symbolic link",
+        ),
+        ("oversize", vec![0u8; 5 << 20], 413, "larger than the limit"),
+        // An ordinary client writes the whole body before it reads: the server reads the refused
+        // rest too, so it still gets the 413 and its explanation rather than a reset connection.
+        (
+            "oversize, written in full",
+            vec![0u8; 5 << 20],
+            413,
+            "larger than the limit",
+        ),
+    ];
     for (what, body, status, needle) in bad {
         let (s, r) = if what == "oversize" {
             staff_post_raw(&d, "/api/catalog/bundles", body).await
@@ -385,17 +327,11 @@ async fn staff_upload_activate_edit_rollback_and_refusals() {
     )
     .await;
     assert_eq!(s, 404);
-    let (s, _) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0999/activate",
-        None,
-    )
-    .await;
+    let (s, _) = activate(&d, "v0999").await;
     assert_eq!(s, 404);
     assert_eq!(versions(&d).await, before);
     wait_recommendations(&d, "v0001", "seed-", WAIT).await;
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }
 
 /// A tar whose entry names are written raw (the tar crate refuses to build hostile ones).

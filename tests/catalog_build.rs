@@ -4,17 +4,28 @@
 
 mod common;
 
-use common::{bin, root};
+use std::path::Path;
+use std::process::Output;
+
+use common::{assert_success, bin, demo_items, read_json, root};
+
+/// `vitrine catalog build --images IMAGES --meta META --out OUT`.
+fn build(images: &Path, meta: &Path, out: &Path) -> Output {
+    bin()
+        .args(["catalog", "build", "--images"])
+        .arg(images)
+        .arg("--meta")
+        .arg(meta)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run")
+}
 
 #[test]
 fn catalog_build_reproduces_the_demo_catalogs_embeddings() {
     let demo = root().join("catalog/demo");
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(demo.join("items.jsonl"))
-        .expect("items")
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .step_by(25)
-        .collect();
+    let lines: Vec<serde_json::Value> = demo_items().into_iter().step_by(25).collect();
     assert!(lines.len() >= 8);
     let dir = tempfile::tempdir().expect("tmp");
     let meta: Vec<String> = lines
@@ -27,34 +38,16 @@ fn catalog_build_reproduces_the_demo_catalogs_embeddings() {
         .collect();
     std::fs::write(dir.path().join("meta.jsonl"), meta.join("\n")).expect("write meta");
     let out = dir.path().join("out");
-    let res = bin()
-        .args(["catalog", "build", "--images"])
-        .arg(&demo)
-        .arg("--meta")
-        .arg(dir.path().join("meta.jsonl"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    let res = build(&demo, &dir.path().join("meta.jsonl"), &out);
+    assert_success(&res, "catalog build");
     let built: Vec<serde_json::Value> = std::fs::read_to_string(out.join("items.jsonl"))
         .expect("built")
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     assert_eq!(built.len(), lines.len());
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
-    let demo_manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(demo.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
+    let manifest = read_json(&out.join("manifest.json"));
+    let demo_manifest = read_json(&demo.join("manifest.json"));
     assert_eq!(
         manifest["embedder"], demo_manifest["embedder"],
         "same embedder fingerprint"
@@ -100,12 +93,7 @@ fn a_catalog_of_another_recipe_is_refused_with_the_reason() {
     let old = dir.path().join("old");
     std::fs::create_dir_all(old.join("images")).expect("mkdir");
     let mut lines = Vec::new();
-    for line in std::fs::read_to_string(demo.join("items.jsonl"))
-        .expect("items")
-        .lines()
-        .take(5)
-    {
-        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+    for mut v in demo_items().into_iter().take(5) {
         let image = v["image"].as_str().expect("image").to_string();
         std::fs::copy(demo.join(&image), old.join(&image)).expect("copy image");
         let e = v["embedding"].as_array().expect("e")[..256].to_vec();
@@ -113,10 +101,7 @@ fn a_catalog_of_another_recipe_is_refused_with_the_reason() {
         lines.push(v.to_string());
     }
     std::fs::write(old.join("items.jsonl"), lines.join("\n")).expect("items");
-    let mut manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(demo.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
+    let mut manifest = read_json(&demo.join("manifest.json"));
     manifest["item_count"] = 5.into();
     manifest["embedder"]["dim"] = 256.into();
     manifest["embedder"]
@@ -142,11 +127,7 @@ fn a_catalog_of_another_recipe_is_refused_with_the_reason() {
         .arg(&demo)
         .output()
         .expect("run");
-    assert!(
-        ok.status.success(),
-        "the regenerated demo catalog must verify: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert_success(&ok, "the regenerated demo catalog must verify");
 }
 
 #[test]
@@ -157,15 +138,11 @@ fn catalog_build_names_every_unreadable_image() {
     let meta = r#"{"id":"x1","name":"Bad","group":"top","category":"Shirt","price":1,"image":"bad.jpg"}
 {"id":"x2","name":"Missing","group":"top","category":"Shirt","price":1,"image":"missing.jpg"}"#;
     std::fs::write(dir.path().join("meta.jsonl"), meta).expect("write");
-    let res = bin()
-        .args(["catalog", "build", "--images"])
-        .arg(dir.path().join("img"))
-        .arg("--meta")
-        .arg(dir.path().join("meta.jsonl"))
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .output()
-        .expect("run");
+    let res = build(
+        &dir.path().join("img"),
+        &dir.path().join("meta.jsonl"),
+        &dir.path().join("out"),
+    );
     assert!(!res.status.success());
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(

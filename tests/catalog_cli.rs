@@ -2,21 +2,19 @@
 //! shipped embedder: good and bad bundles, an images-only bundle embedded during the import, and
 //! the refusal to write while a running daemon holds the data folder.
 
-mod catalog_support;
+mod common;
 
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-use catalog_support::*;
+use common::catalog::*;
+use common::{bin, utf8};
 use vitrine::catalog::synth::Embeddings;
 
-fn vitrine(cfg: &std::path::Path, args: &[&str]) -> Output {
-    run(cfg, args, true)
-}
-
-/// `vitrine catalog ARGS`, with or without the staff token's variable set.
-fn run(cfg: &std::path::Path, args: &[&str], token: bool) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitrine"));
+/// `vitrine catalog VERB --config CFG REST…`, with or without the staff token's variable set.
+fn run(cfg: &Path, args: &[&str], token: bool) -> Output {
+    let mut cmd = bin();
     cmd.args(["catalog"])
         .args(&args[..1])
         .arg("--config")
@@ -38,60 +36,46 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// [`run`] with the token, which must succeed (`ok`) or fail; returns what it printed.
+fn expect(cfg: &Path, args: &[&str], ok: bool) -> String {
+    let o = run(cfg, args, true);
+    let t = text(&o);
+    assert_eq!(o.status.success(), ok, "{args:?}: {t}");
+    t
+}
+
 #[test]
 fn staff_cli_verify_import_list_activate_rollback() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    let seed = w.join("seed");
-    bundle(&seed, "seed", 10, Embeddings::Inline, 1);
-    let cfg = config(w, &seed, &w.join("data"), false, 16);
+    let cfg = seeded_config(w, 10, false, 16);
 
     let a = w.join("a");
     bundle(&a, "a", 25, Embeddings::Npy, 2);
-    let o = vitrine(&cfg, &["verify", a.to_str().expect("utf8")]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("OK — 'a', 25 items"), "{}", text(&o));
+    let t = expect(&cfg, &["verify", utf8(&a)], true);
+    assert!(t.contains("OK — 'a', 25 items"), "{t}");
 
     // A bad bundle: non-zero exit, the offending rows named.
     let bad = w.join("bad");
     bundle(&bad, "bad", 5, Embeddings::Inline, 3);
-    let p = bad.join("items.jsonl");
-    let t = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace("bad-3", "bad-2");
-    std::fs::write(&p, t).expect("write");
-    let o = vitrine(&cfg, &["verify", bad.to_str().expect("utf8")]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("line 4, item 'bad-2': duplicate id"),
-        "{}",
-        text(&o)
-    );
-    let o = vitrine(&cfg, &["import", bad.to_str().expect("utf8")]);
-    assert!(!o.status.success(), "{}", text(&o));
+    replace_in(&bad.join("items.jsonl"), "bad-3", "bad-2");
+    let t = expect(&cfg, &["verify", utf8(&bad)], false);
+    assert!(t.contains("line 4, item 'bad-2': duplicate id"), "{t}");
+    expect(&cfg, &["import", utf8(&bad)], false);
 
     // Import as an archive, then an images-only folder embedded by the shipped model.
+    tar_gz(&a);
     let tgz = w.join("a.tar.gz");
-    tar_gz(&a, &tgz);
-    let o = vitrine(
-        &cfg,
-        &["import", tgz.to_str().expect("utf8"), "--label", "first"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let t = expect(&cfg, &["import", utf8(&tgz), "--label", "first"], true);
     assert!(
-        text(&o).contains("stored version v0001 ('first', 25 items), now active"),
-        "{}",
-        text(&o)
+        t.contains("stored version v0001 ('first', 25 items), now active"),
+        "{t}"
     );
     let imgs = w.join("imgs");
     bundle(&imgs, "img", 6, Embeddings::None, 4);
-    let o = vitrine(
-        &cfg,
-        &["import", imgs.to_str().expect("utf8"), "--no-activate"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("stored version v0002"), "{}", text(&o));
-    let o = vitrine(&cfg, &["list", "--json"]);
+    let t = expect(&cfg, &["import", utf8(&imgs), "--no-activate"], true);
+    assert!(t.contains("stored version v0002"), "{t}");
+    let o = run(&cfg, &["list", "--json"], true);
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let active: Vec<&str> = list
         .as_array()
@@ -102,38 +86,23 @@ fn staff_cli_verify_import_list_activate_rollback() {
         .collect();
     assert_eq!(active, ["v0001"]);
 
-    let o = vitrine(&cfg, &["activate", "v0002"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let o = vitrine(&cfg, &["rollback"]);
-    assert!(
-        text(&o).contains("rolled back to version v0001"),
-        "{}",
-        text(&o)
-    );
-    let o = vitrine(&cfg, &["activate", "v0042"]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("no catalog version 'v0042'"),
-        "{}",
-        text(&o)
-    );
+    expect(&cfg, &["activate", "v0002"], true);
+    let t = expect(&cfg, &["rollback"], true);
+    assert!(t.contains("rolled back to version v0001"), "{t}");
+    let t = expect(&cfg, &["activate", "v0042"], false);
+    assert!(t.contains("no catalog version 'v0042'"), "{t}");
 
     // Only canonical version ids: `./v0002` once reached the same folder under another name.
     for bad in ["./v0002", "v0002/", "../versions/v0002", "v2"] {
-        let o = vitrine(&cfg, &["activate", bad]);
-        assert!(!o.status.success(), "{bad}: {}", text(&o));
-        assert!(
-            text(&o).contains("is not a catalog version id"),
-            "{bad}: {}",
-            text(&o)
-        );
+        let t = expect(&cfg, &["activate", bad], false);
+        assert!(t.contains("is not a catalog version id"), "{bad}: {t}");
     }
 
     // No verb needs the staff token: on an installed box it lives only in the service's
     // environment file.
     for args in [
         vec!["list"],
-        vec!["verify", a.to_str().expect("utf8")],
+        vec!["verify", utf8(&a)],
         vec!["activate", "v0001"],
     ] {
         let o = run(&cfg, &args, false);
@@ -145,17 +114,10 @@ fn staff_cli_verify_import_list_activate_rollback() {
     }
 
     // While the daemon runs it holds the data folder: the CLI says so instead of writing.
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", Duration::from_secs(90));
-    let o = vitrine(&cfg, &["import", a.to_str().expect("utf8")]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("in use by another vitrine process"),
-        "{}",
-        text(&o)
-    );
-    let o = vitrine(&cfg, &["list"]);
-    assert!(o.status.success(), "listing only reads: {}", text(&o));
-    assert!(text(&o).contains("* v0001"), "{}", text(&o));
-    d.stop();
+    let d = serve(&cfg, &[], Duration::from_secs(90));
+    let t = expect(&cfg, &["import", utf8(&a)], false);
+    assert!(t.contains("in use by another vitrine process"), "{t}");
+    let t = expect(&cfg, &["list"], true);
+    assert!(t.contains("* v0001"), "listing only reads: {t}");
+    assert!(d.terminate(Duration::from_secs(90)).success());
 }

@@ -3,12 +3,11 @@
 //! and must come back ready on exactly the version the stage implies — the old one, or the new
 //! one — loaded from its dump, with no leftovers, and able to import again.
 
-mod catalog_support;
+mod common;
 
 use std::time::Duration;
 
-use catalog_support::*;
-use reqwest::Method;
+use common::catalog::*;
 use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -37,26 +36,19 @@ fn leftovers(data: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 20, Embeddings::Inline, 11);
+    let cfg = seeded_config(work.path(), 20, false, 16);
     let data = work.path().join("data");
-    let cfg = config(work.path(), &seed, &data, false, 16);
-    let upload = work.path().join("up");
-    bundle(&upload, "up", 60, Embeddings::Inline, 12);
-    let body = tar_gz(&upload, &work.path().join("up.tar.gz"));
+    let body = bundle_tar_gz(work.path(), "up", 60, Embeddings::Inline, 12);
 
     // First start imports the seed as v0001; then the power goes.
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
-    d.kill();
+    serve(&cfg, &[], WAIT).kill();
 
     let mut active = "v0001".to_string();
     let mut stored = vec!["v0001".to_string()];
     for (n, (stage, kept, activated)) in STAGES.iter().enumerate() {
         let next = format!("v{:04}", stored.len() + 1);
         println!("kill at stage '{stage}' during the import of {next}");
-        let mut d = Daemon::start(&cfg, &[("VITRINE_CATALOG_PAUSE_AT", stage)]);
-        d.wait_line("vitrine ready", WAIT);
+        let d = serve(&cfg, &[("VITRINE_CATALOG_PAUSE_AT", stage)], WAIT);
         // What the previous kill left: exactly the expected versions, loaded from the dump.
         assert_eq!(
             versions(&d).await,
@@ -93,16 +85,13 @@ async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
     }
 
     // The last restart: the final state, then a clean import still works.
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
+    let d = serve(&cfg, &[], WAIT);
     assert_eq!(versions(&d).await, (active.clone(), stored.clone()));
     assert!(leftovers(&data).is_empty());
     wait_recommendations(&d, &active, "up-", WAIT).await;
-    let (s, j) = staff_send(&d, Method::POST, "/api/catalog/bundles", Some(body)).await;
-    assert_eq!(s, 202, "{j}");
-    let done = wait_job(&d, j["job"]["id"].as_str().expect("id"), WAIT).await;
+    let done = upload(&d, "", body, WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let v = done["version"].as_str().expect("version").to_string();
     wait_recommendations(&d, &v, "up-", WAIT).await;
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }

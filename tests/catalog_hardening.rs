@@ -2,12 +2,12 @@
 //! spellings of a version id (which once got a served version pruned), stalled uploads holding
 //! the writer lock, and refusals that reached clients as a broken pipe.
 
-mod catalog_support;
+mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use catalog_support::*;
+use common::catalog::*;
 use reqwest::Method;
 use vitrine::catalog::synth::Embeddings;
 
@@ -15,9 +15,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// Uploads a small bundle of items `<prefix>-<i>` without activating it; returns the version.
 async fn import_inactive(d: &Daemon, work: &Path, prefix: &str, seed: u64) -> String {
-    let dir = work.join(prefix);
-    bundle(&dir, prefix, 10, Embeddings::Npy, seed);
-    let body = tar_gz(&dir, &work.join(format!("{prefix}.tar.gz")));
+    let body = bundle_tar_gz(work, prefix, 10, Embeddings::Npy, seed);
     let done = upload_inactive(d, body, WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     done["version"].as_str().expect("version").to_string()
@@ -42,18 +40,10 @@ async fn image_served(d: &Daemon, item: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 20, Embeddings::Inline, 1);
+    let cfg = seeded_config(work.path(), 20, false, 16);
     let data = work.path().join("data");
-    let cfg = config(work.path(), &seed, &data, false, 16);
-    let text = std::fs::read_to_string(&cfg).expect("cfg");
-    std::fs::write(
-        &cfg,
-        text.replace("versions_kept = 20", "versions_kept = 5"),
-    )
-    .expect("cfg");
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
+    set_key(&cfg, "catalog", "versions_kept", 5.into());
+    let d = serve(&cfg, &[], WAIT);
 
     // The review's case: five versions stored inactive, then `./v0002` activated.
     for i in 1..=5 {
@@ -73,13 +63,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
         "V0002",
         "v%2B002",
     ] {
-        let (s, r) = staff_send(
-            &d,
-            Method::POST,
-            &format!("/api/catalog/versions/{bad}/activate"),
-            None,
-        )
-        .await;
+        let (s, r) = activate(&d, bad).await;
         assert_eq!(s, 400, "{bad}: {r}");
         let msg = r["error"].as_str().unwrap_or_default();
         assert!(
@@ -88,13 +72,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
         );
         assert_eq!(versions(&d).await, before, "{bad} changed the catalog");
     }
-    let (s, r) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0002/activate",
-        None,
-    )
-    .await;
+    let (s, r) = activate(&d, "v0002").await;
     assert_eq!((s, r["active"].as_str()), (200, Some("v0002")), "{r}");
     import_inactive(&d, work.path(), "b6", 16).await;
     let (active, ids) = versions(&d).await;
@@ -102,7 +80,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
     assert!(ids.contains(&"v0002".to_string()), "{ids:?}");
     wait_recommendations(&d, "v0002", "b1-", WAIT).await;
     image_served(&d, "b1-0").await;
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 
     // ACTIVE as an older build wrote it after accepting `./v0002`: the next import must not
     // prune the version it names, and a restart serves that version, not an older one.
@@ -111,8 +89,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
         r#"{"active":"./v0002","history":["v0001"]}"#,
     )
     .expect("ACTIVE");
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
+    let d = serve(&cfg, &[], WAIT);
     let (s, summary) = staff_get(&d, "/api/catalog").await;
     assert_eq!((s, summary["version"].as_str()), (200, Some("v0002")));
     import_inactive(&d, work.path(), "b7", 17).await;
@@ -125,7 +102,7 @@ async fn a_served_version_is_never_pruned_whatever_its_id_was_spelled() {
     assert!(!ids.contains(&"v0003".to_string()), "{ids:?}");
     wait_recommendations(&d, "v0002", "b1-", WAIT).await;
     image_served(&d, "b1-0").await;
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }
 
 /// A request refused before its body is read: method, path, token, body, status, message.
@@ -137,19 +114,6 @@ type Refusal = (
     u16,
     &'static str,
 );
-
-/// Sets `[table] key = value` in a config written by [`config`].
-fn set_key(cfg: &Path, table: &str, key: &str, value: toml::Value) {
-    let mut t: toml::Table = std::fs::read_to_string(cfg)
-        .expect("cfg")
-        .parse()
-        .expect("toml");
-    t[table]
-        .as_table_mut()
-        .expect("table")
-        .insert(key.into(), value);
-    std::fs::write(cfg, toml::to_string(&t).expect("toml")).expect("cfg");
-}
 
 /// A request as Python's http.client sends it: the whole body written before anything is
 /// read. Returns the status and body of the answer, or what went wrong ("broken pipe", …).
@@ -203,26 +167,17 @@ fn stalled_upload(addr: &str, declared: usize, sent: usize) -> std::net::TcpStre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_first() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 20, Embeddings::Inline, 1);
+    let cfg = seeded_config(work.path(), 20, false, 64);
     let data = work.path().join("data");
-    let cfg = config(work.path(), &seed, &data, false, 64);
     set_key(&cfg, "catalog", "receive_timeout_s", 3.into());
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
-    let addr = d.staff.clone();
+    let d = serve(&cfg, &[], WAIT);
+    let addr = d.staff();
 
     // 100 KiB, then silence: the upload holds no lock that activation or rollback need...
     let mut stalled = stalled_upload(&addr, 10 << 20, 100 << 10);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = std::time::Instant::now();
-    let (s, r) = staff_send(
-        &d,
-        Method::POST,
-        "/api/catalog/versions/v0001/activate",
-        None,
-    )
-    .await;
+    let (s, r) = activate(&d, "v0001").await;
     assert_eq!((s, r["active"].as_str()), (200, Some("v0001")), "{r}");
     assert!(
         t.elapsed() < Duration::from_secs(3),
@@ -258,9 +213,7 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     let (_, jobs) = staff_get(&d, "/api/catalog/jobs").await;
     assert_eq!(jobs["jobs"][0]["state"], "failed", "{jobs}");
     // The catalog is free again: a good upload goes through.
-    let good = work.path().join("good");
-    bundle(&good, "good", 10, Embeddings::Npy, 2);
-    let body = tar_gz(&good, &work.path().join("good.tar.gz"));
+    let body = bundle_tar_gz(work.path(), "good", 10, Embeddings::Npy, 2);
     upload_inactive(&d, body, WAIT).await;
 
     // Every early refusal drains the body, so a client that writes it all first reads why.
@@ -305,13 +258,8 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     // Error messages name files relative to the data folder, never where it lies.
     let dup = work.path().join("dup");
     bundle(&dup, "dup", 6, Embeddings::Inline, 3);
-    let p = dup.join("items.jsonl");
-    let t = std::fs::read_to_string(&p)
-        .expect("read")
-        .replace("dup-3", "dup-2");
-    std::fs::write(&p, t).expect("write");
-    let body = tar_gz(&dup, &work.path().join("dup.tar.gz"));
-    let (s, r) = staff_send(&d, Method::POST, "/api/catalog/bundles", Some(body)).await;
+    replace_in(&dup.join("items.jsonl"), "dup-3", "dup-2");
+    let (s, r) = staff_send(&d, Method::POST, "/api/catalog/bundles", Some(tar_gz(&dup))).await;
     assert_eq!(s, 422, "{r}");
     let text = r.to_string();
     let root = data.display().to_string();
@@ -320,5 +268,5 @@ async fn stalled_uploads_free_the_catalog_and_refusals_reach_clients_that_write_
     let job = r["job"].as_str().expect("job");
     let (_, j) = staff_get(&d, &format!("/api/catalog/jobs/{job}")).await;
     assert!(!j.to_string().contains(&root), "{j}");
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }

@@ -3,18 +3,18 @@
 //! of idle; a truncated photo, two photos that would share one stored file, and an archive whose
 //! entry is both a file and a folder are 422s that name the culprits.
 
-mod catalog_support;
+mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use catalog_support::*;
+use common::catalog::*;
 use vitrine::catalog::synth::{self, Embeddings};
 
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Uploads `body` and returns (status, answer, peak resident MiB sampled while it ran).
-async fn upload(d: &Daemon, body: Vec<u8>) -> (u16, serde_json::Value, u64) {
+async fn upload_measured(d: &Daemon, body: Vec<u8>) -> (u16, serde_json::Value, u64) {
     let req = client()
         .post(d.staff_url("/api/catalog/bundles?activate=false"))
         .bearer_auth(TOKEN)
@@ -32,6 +32,15 @@ async fn upload(d: &Daemon, body: Vec<u8>) -> (u16, serde_json::Value, u64) {
     }
     let (s, j) = task.await.expect("task");
     (s, j, peak.max(d.rss_mib()))
+}
+
+/// The bound on a refused upload's memory: its peak within 300 MiB of the idle daemon's.
+fn within_300_mib(what: &str, idle: u64, peak: u64) {
+    println!("{what}: refused, resident idle {idle} MiB, peak {peak} MiB");
+    assert!(
+        peak < idle + 300,
+        "{what}: {peak} MiB resident, idle {idle} MiB"
+    );
 }
 
 fn manifest(n: usize, embeddings: &str) -> Vec<u8> {
@@ -54,10 +63,16 @@ fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-/// The problems of a 422 answer, one string.
-fn refused(s: u16, j: &serde_json::Value, what: &str) -> String {
+/// Uploads `body`, which must be refused with 422 and an answer saying each of `says`; returns
+/// the peak resident MiB sampled while it ran.
+async fn refused(d: &Daemon, what: &str, body: Vec<u8>, says: &[&str]) -> u64 {
+    let (s, j, peak) = upload_measured(d, body).await;
     assert_eq!(s, 422, "{what}: {j}");
-    j.to_string()
+    let all = j.to_string();
+    for w in says {
+        assert!(all.contains(w), "{what}: should say '{w}': {all}");
+    }
+    peak
 }
 
 fn item_of(dir: &Path, image_suffix: &str) -> String {
@@ -77,11 +92,8 @@ fn item_of(dir: &Path, image_suffix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_uploads_are_422s_in_bounded_memory() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 20, Embeddings::Inline, 1);
-    let cfg = config(work.path(), &seed, &work.path().join("data"), false, 64);
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
+    let cfg = seeded_config(work.path(), 20, false, 64);
+    let d = serve(&cfg, &[], WAIT);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = d.rss_mib();
 
@@ -116,17 +128,9 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         synth::write_bomb(&path, &members).expect("bomb");
         let body = std::fs::read(&path).expect("read");
         let size = body.len();
-        let (s, j, peak) = upload(&d, body).await;
-        let all = refused(s, &j, what);
-        println!(
-            "bomb {what} ({} KiB, 1 GiB unpacked): {s}, resident idle {idle} MiB, peak {peak} MiB",
-            size >> 10
-        );
-        assert!(all.contains(expect), "{what}: {all}");
-        assert!(
-            peak < idle + 300,
-            "{what}: {peak} MiB resident, idle {idle} MiB"
-        );
+        let peak = refused(&d, what, body, &[expect]).await;
+        let what = format!("bomb {what} ({} KiB, 1 GiB unpacked)", size >> 10);
+        within_300_mib(&what, idle, peak);
     }
 
     // An npy header declaring (8388608, 256) over a 1 KiB body.
@@ -144,14 +148,9 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(&[0u8; 1024]);
     std::fs::write(&npy, &out).expect("write");
-    let (s, j, peak) = upload(&d, tar_gz(&npy_dir, &work.path().join("npy.tar.gz"))).await;
-    let all = refused(s, &j, "npy");
-    println!("npy header of 8 GiB: {s}, resident idle {idle} MiB, peak {peak} MiB");
-    assert!(all.contains("has shape (8388608, 256)"), "{all}");
-    assert!(
-        peak < idle + 300,
-        "npy: {peak} MiB resident, idle {idle} MiB"
-    );
+    let says = ["has shape (8388608, 256)"];
+    let peak = refused(&d, "npy", tar_gz(&npy_dir), &says).await;
+    within_300_mib("npy header of 8 GiB", idle, peak);
 
     // A truncated JPEG in an images-only bundle.
     let cut = work.path().join("cut");
@@ -160,12 +159,8 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
     let bytes = std::fs::read(&photo).expect("photo");
     std::fs::write(&photo, &bytes[..bytes.len() * 2 / 3]).expect("cut");
     let id = item_of(&cut, "cut-1.jpg");
-    let (s, j, _) = upload(&d, tar_gz(&cut, &work.path().join("cut.tar.gz"))).await;
-    let all = refused(s, &j, "truncated");
-    assert!(
-        all.contains(&format!("item '{id}'")) && all.contains("truncated"),
-        "{all}"
-    );
+    let says = [&format!("item '{id}'"), "truncated"];
+    refused(&d, "truncated", tar_gz(&cut), &says).await;
 
     // Two items whose different photos would both be stored as images/same.jpg.
     let jpeg = std::fs::read(cut.join("images/cut-0.jpg")).expect("photo");
@@ -186,12 +181,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         ("images/same.jpg", &jpeg),
         ("same.jpg", &bytes),
     ]);
-    let (s, j, _) = upload(&d, body).await;
-    let all = refused(s, &j, "collision");
-    assert!(
-        all.contains("item 'second'") && all.contains("item 'first'"),
-        "{all}"
-    );
+    refused(&d, "collision", body, &["item 'second'", "item 'first'"]).await;
 
     // Entry `x` then `x/y`.
     let body = tar_of(&[
@@ -199,9 +189,7 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         ("x", b"file"),
         ("x/y", b"under a file"),
     ]);
-    let (s, j, _) = upload(&d, body).await;
-    let all = refused(s, &j, "x then x/y");
-    assert!(all.contains("'x' and 'x/y' clash"), "{all}");
+    refused(&d, "x then x/y", body, &["'x' and 'x/y' clash"]).await;
 
     let (s, v) = staff_get(&d, "/api/catalog/versions").await;
     assert_eq!(
@@ -209,5 +197,5 @@ async fn hostile_uploads_are_422s_in_bounded_memory() {
         (200, 1),
         "nothing was stored: {v}"
     );
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }

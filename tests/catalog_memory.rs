@@ -1,11 +1,11 @@
 //! Memory around catalog imports, measured on the real daemon: a very large product photo in an
 //! images-only bundle is decoded, scaled down early and its memory given back (issue 11, item 10).
 
-mod catalog_support;
+mod common;
 
 use std::time::Duration;
 
-use catalog_support::*;
+use common::catalog::*;
 use vitrine::catalog::synth::Embeddings;
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -13,11 +13,8 @@ const WAIT: Duration = Duration::from_secs(240);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_photo_leaves_no_memory_behind() {
     let work = tempfile::tempdir().expect("tmp");
-    let seed = work.path().join("seed");
-    bundle(&seed, "seed", 20, Embeddings::Inline, 1);
-    let cfg = config(work.path(), &seed, &work.path().join("data"), false, 16);
-    let mut d = Daemon::start(&cfg, &[]);
-    d.wait_line("vitrine ready", WAIT);
+    let cfg = seeded_config(work.path(), 20, false, 16);
+    let d = serve(&cfg, &[], WAIT);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = d.rss_mib();
 
@@ -38,7 +35,7 @@ async fn a_huge_photo_leaves_no_memory_behind() {
     })
     .save(imgs.join("images/big-0.png"))
     .expect("png");
-    let body = tar_gz(&imgs, &work.path().join("imgs.tar.gz"));
+    let body = tar_gz(&imgs);
     let done = upload_inactive(&d, body, WAIT).await;
     assert_eq!(done["state"].as_str(), Some("succeeded"), "{done}");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -48,5 +45,5 @@ async fn a_huge_photo_leaves_no_memory_behind() {
         after <= idle + 100,
         "resident memory stayed at {after} MiB after the import (idle: {idle} MiB)"
     );
-    d.stop();
+    assert!(d.terminate(WAIT).success(), "clean exit on SIGTERM");
 }

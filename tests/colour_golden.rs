@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::root;
+use common::{floats, read_json, root};
 use vitrine::capture::replay::read_image;
 use vitrine::vision::colour::{self, Selection};
 use vitrine::vision::fusion::RawSimilarity;
@@ -15,16 +15,7 @@ use vitrine::vision::garment::CropMask;
 const TOL: f64 = 1e-4;
 
 fn golden() -> serde_json::Value {
-    let path = root().join("tests/data/golden/colour.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("colour.json")).expect("json")
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
+    read_json(&root().join("tests/data/golden/colour.json"))
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {

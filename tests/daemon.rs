@@ -4,18 +4,13 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, bin, config_in, root};
-
-fn catalog_ids() -> HashSet<String> {
-    std::fs::read_to_string(root().join("catalog/demo/items.jsonl"))
-        .expect("demo catalog")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["id"].as_str().map(String::from))
-        .collect()
-}
+use common::{
+    Daemon, assert_success, bin, config_in, config_with_frames, demo_frames, demo_ids, demo_items,
+    floats, root,
+};
 
 #[test]
 fn serve_publishes_real_recommendations_and_stops_on_sigterm() {
@@ -37,7 +32,7 @@ fn serve_publishes_real_recommendations_and_stops_on_sigterm() {
     assert_eq!(recs["frame_width"], 768);
     assert_eq!(recs["frame_height"], 576);
     assert!(recs["latency_ms"].as_f64().is_some_and(|l| l > 0.0));
-    let ids = catalog_ids();
+    let ids = demo_ids();
     let mut groups = HashSet::new();
     for s in recs["shoppers"].as_array().into_iter().flatten() {
         for g in s["garments"].as_array().into_iter().flatten() {
@@ -58,18 +53,10 @@ fn serve_publishes_real_recommendations_and_stops_on_sigterm() {
         "body layout gives tops and bottoms: {groups:?}"
     );
     // Items of a garment come from its own group of the catalog.
-    let items: serde_json::Value = serde_json::Value::Array(
-        std::fs::read_to_string(root().join("catalog/demo/items.jsonl"))
-            .expect("items")
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-    );
+    let items = demo_items();
     let group_of = |id: &str| {
         items
-            .as_array()
-            .into_iter()
-            .flatten()
+            .iter()
             .find(|i| i["id"] == id)
             .and_then(|i| i["group"].as_str().map(String::from))
     };
@@ -102,9 +89,157 @@ fn serve_publishes_real_recommendations_and_stops_on_sigterm() {
 }
 
 #[test]
-fn validate_reports_every_problem_at_once() {
+fn validate_accepts_the_demo_config() {
+    let out = bin().arg("validate").output().expect("run");
+    assert_success(&out, "vitrine validate");
+}
+
+/// One way to break the config or a model it names, and what the refusal must say.
+struct Refusal {
+    /// What is broken, as failures name the case.
+    what: &'static str,
+    /// Writes the broken files into an empty folder; returns the config that uses them.
+    make: fn(&Path) -> PathBuf,
+    /// Words `vitrine validate` must print (empty: the case does not run it).
+    validate: Vec<String>,
+    /// Words `vitrine serve` must print (empty: the case does not run it).
+    serve: Vec<String>,
+    /// Words `vitrine serve` must not print.
+    serve_not: &'static [&'static str],
+}
+
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every refusal of a broken config or model: each names the problem (the file, the setting,
+/// the item) rather than a consequence of it.
+fn refusals() -> Vec<Refusal> {
+    let wrong_size_id = demo_items()[7]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    vec![
+        Refusal {
+            what: "nine problems in one config, all reported at once",
+            make: nine_problems,
+            validate: words(&[
+                "detector.score_threshold = 1.5",
+                "detector.iou_threshold = 0",
+                "clash",
+                "label 'Shopper' is not in the detector's label map",
+                "no-such-folder does not exist",
+                "catalog.unpack_limit_mb = 100 is below catalog.upload_limit_mb = 2048",
+                "server.idle_timeout_s = 5 must be between 20",
+                "server.max_connections = 0",
+                "catalog.receive_timeout_s = 0",
+                "9 problem(s)",
+            ]),
+            serve: words(&["9 problem(s)"]),
+            serve_not: &[],
+        },
+        // A model file that is not ONNX (truncated download, disk error) names the file and the
+        // fix.
+        Refusal {
+            what: "a detector that is not ONNX, without a checksum",
+            make: detector_not_onnx,
+            validate: words(&["broken.onnx", "valid ONNX model"]),
+            serve: vec![],
+            serve_not: &[],
+        },
+        // A label map that disagrees with the model names both class counts.
+        Refusal {
+            what: "a label map shifted by a background entry",
+            make: shifted_label_map,
+            validate: words(&[
+                "has 24 classes",
+                "scores 23 classes",
+                "ids beyond the model: [24]",
+            ]),
+            serve: vec![],
+            serve_not: &[],
+        },
+        // A corrupt embedder whose `sha256` was updated to match: `serve` names the model
+        // problem, as `validate` does, not the catalog's "different embedder" that follows.
+        Refusal {
+            what: "an embedder cut in half, checksum matching",
+            make: embedder_cut_in_half,
+            validate: words(&["emb-half.onnx"]),
+            serve: words(&["emb-half.onnx"]),
+            serve_not: &["different embedder"],
+        },
+        Refusal {
+            what: "an embedder that is text, checksum matching",
+            make: embedder_of_text,
+            validate: words(&["emb-text.onnx"]),
+            serve: words(&["emb-text.onnx"]),
+            serve_not: &["different embedder"],
+        },
+        Refusal {
+            what: "a catalog item with the wrong embedding size",
+            make: wrong_embedding_size,
+            validate: vec![],
+            serve: vec![format!(
+                "line 8, item '{wrong_size_id}': embedding has 2 values but the embedder and its [similarity] recipe make 400"
+            )],
+            serve_not: &[],
+        },
+    ]
+}
+
+#[test]
+fn broken_configs_and_models_are_refused_naming_the_problem() {
+    let cases = refusals();
+    // One thread a case: each runs the binary once or twice, loading the models.
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = cases.iter().map(|c| s.spawn(|| check(c))).collect();
+        runs.into_iter()
+            .flat_map(|r| r.join().expect("case thread"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Runs the case's verbs; returns what went wrong.
+fn check(case: &Refusal) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config_in(dir.path(), |t| {
+    let cfg = (case.make)(dir.path());
+    let verbs: [(&[&str], &[String], &[&str]); 2] = [
+        (&["validate"], &case.validate, &[]),
+        (
+            &["serve", "--listen", "127.0.0.1:0"],
+            &case.serve,
+            case.serve_not,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (verb, must, must_not) in verbs {
+        if must.is_empty() {
+            continue;
+        }
+        let out = bin()
+            .args(verb)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let missing: Vec<&String> = must.iter().filter(|w| !err.contains(w.as_str())).collect();
+        let said: Vec<&&str> = must_not.iter().filter(|w| err.contains(**w)).collect();
+        if out.status.success() || !missing.is_empty() || !said.is_empty() {
+            failures.push(format!(
+                "{}: `vitrine {}` ({}) lacks {missing:?}, says {said:?}:\n{err}",
+                case.what,
+                verb.join(" "),
+                out.status
+            ));
+        }
+    }
+    failures
+}
+
+fn nine_problems(dir: &Path) -> PathBuf {
+    config_in(dir, |t| {
         t.replace("score_threshold = 0.4", "score_threshold = 1.5")
             .replace("iou_threshold = 0.5", "iou_threshold = 0")
             .replace(
@@ -120,94 +255,49 @@ fn validate_reports_every_problem_at_once() {
             .replace("idle_timeout_s = 60", "idle_timeout_s = 5")
             .replace("max_connections = 1024", "max_connections = 0")
             .replace("receive_timeout_s = 30", "receive_timeout_s = 0")
-    });
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "detector.score_threshold = 1.5",
-        "detector.iou_threshold = 0",
-        "clash",
-        "label 'Shopper' is not in the detector's label map",
-        "no-such-folder does not exist",
-        "catalog.unpack_limit_mb = 100 is below catalog.upload_limit_mb = 2048",
-        "server.idle_timeout_s = 5 must be between 20",
-        "server.max_connections = 0",
-        "catalog.receive_timeout_s = 0",
-        "9 problem(s)",
-    ] {
-        assert!(err.contains(needle), "missing '{needle}' in:\n{err}");
-    }
-    // The same config refuses to serve.
-    let out = bin()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("9 problem(s)"));
+    })
 }
 
-#[test]
-fn validate_accepts_the_demo_config() {
-    let out = bin().arg("validate").output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A model file that is not ONNX (truncated download, disk error) names the file and the fix;
-/// a label map that disagrees with the model names both class counts.
-#[test]
-fn broken_models_and_shifted_label_maps_are_refused_with_the_file_named() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let models = root().join("models");
-    let toml =
-        std::fs::read_to_string(models.join("ssd_mobilenetv2_oidv4_int8.toml")).expect("toml");
-    // Corrupt model: garbage bytes, and no checksum line so the loader itself must complain.
-    std::fs::write(dir.path().join("broken.onnx"), b"this is not an onnx model").expect("write");
-    std::fs::copy(models.join("oidv4.pbtxt"), dir.path().join("oidv4.pbtxt")).expect("copy");
-    let broken: String = toml
-        .lines()
-        .filter(|l| !l.starts_with("sha256"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("ssd_mobilenetv2_oidv4_int8.onnx", "broken.onnx");
-    std::fs::write(dir.path().join("broken.toml"), broken).expect("write");
-    let cfg = config_in(dir.path(), |t| {
+/// Writes `dir/<name>.toml`, the shipped model config `shipped` with `edit` applied to each line
+/// (a line it maps to `None` is dropped), and returns a config using it instead.
+fn with_model(
+    dir: &Path,
+    shipped: &str,
+    name: &str,
+    edit: impl Fn(&str) -> Option<String>,
+) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("models").join(shipped)).expect("model toml");
+    let model: Vec<String> = text.lines().filter_map(edit).collect();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, model.join("\n")).expect("write model toml");
+    config_in(dir, |t| {
         t.replace(
-            &format!(
-                "{}/models/ssd_mobilenetv2_oidv4_int8.toml",
-                root().display()
-            ),
-            &dir.path().join("broken.toml").display().to_string(),
+            &format!("{}/models/{shipped}", root().display()),
+            &path.display().to_string(),
         )
-    });
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("broken.onnx") && err.contains("valid ONNX model"),
-        "{err}"
-    );
+    })
+}
 
-    // Shifted label map: a background entry numbered 1 pushes every name up by one.
+const DETECTOR: &str = "ssd_mobilenetv2_oidv4_int8";
+const EMBEDDER: &str = "efficientnet_lite0_int8";
+
+fn detector_not_onnx(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("broken.onnx"), b"this is not an onnx model").expect("write");
+    std::fs::copy(root().join("models/oidv4.pbtxt"), dir.join("oidv4.pbtxt")).expect("copy");
+    // No checksum line, so the loader itself must complain.
+    with_model(dir, &format!("{DETECTOR}.toml"), "broken", |l| {
+        (!l.starts_with("sha256")).then(|| l.replace(&format!("{DETECTOR}.onnx"), "broken.onnx"))
+    })
+}
+
+fn shifted_label_map(dir: &Path) -> PathBuf {
     std::fs::copy(
-        models.join("ssd_mobilenetv2_oidv4_int8.onnx"),
-        dir.path().join("ssd.onnx"),
+        root().join(format!("models/{DETECTOR}.onnx")),
+        dir.join("ssd.onnx"),
     )
     .expect("copy");
-    let pbtxt = std::fs::read_to_string(models.join("oidv4.pbtxt")).expect("pbtxt");
+    // A background entry numbered 1 pushes every name up by one.
+    let pbtxt = std::fs::read_to_string(root().join("models/oidv4.pbtxt")).expect("pbtxt");
     let mut shifted = String::from("item { id: 1 name: 'background' }\n");
     for (i, name) in pbtxt
         .lines()
@@ -220,155 +310,71 @@ fn broken_models_and_shifted_label_maps_are_refused_with_the_file_named() {
     {
         shifted.push_str(&format!("item {{ id: {} name: '{name}' }}\n", i + 2));
     }
-    std::fs::write(dir.path().join("shifted.pbtxt"), shifted).expect("write");
-    let t: String = toml
-        .lines()
-        .filter(|l| !l.starts_with("sha256"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("ssd_mobilenetv2_oidv4_int8.onnx", "ssd.onnx")
-        .replace("oidv4.pbtxt", "shifted.pbtxt");
-    std::fs::write(dir.path().join("shifted.toml"), t).expect("write");
-    let cfg = config_in(dir.path(), |t| {
-        t.replace(
-            &format!(
-                "{}/models/ssd_mobilenetv2_oidv4_int8.toml",
-                root().display()
-            ),
-            &dir.path().join("shifted.toml").display().to_string(),
-        )
-    });
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("has 24 classes")
-            && err.contains("scores 23 classes")
-            && err.contains("ids beyond the model: [24]"),
-        "{err}"
-    );
+    std::fs::write(dir.join("shifted.pbtxt"), shifted).expect("write");
+    with_model(dir, &format!("{DETECTOR}.toml"), "shifted", |l| {
+        (!l.starts_with("sha256")).then(|| {
+            l.replace(&format!("{DETECTOR}.onnx"), "ssd.onnx")
+                .replace("oidv4.pbtxt", "shifted.pbtxt")
+        })
+    })
 }
 
-/// A corrupt embedder whose `sha256` was updated to match: `serve` names the model problem, as
-/// `validate` does, not the catalog's "different embedder" that follows from it.
-#[test]
-fn serve_names_a_corrupt_embedder_like_validate_does() {
+/// The embedder's file replaced by `bytes` as `emb-<what>.onnx`, its `sha256` updated to match.
+fn corrupt_embedder(dir: &Path, what: &str, bytes: &[u8]) -> PathBuf {
     use sha2::Digest;
-    let dir = tempfile::tempdir().expect("tmp");
-    let models = root().join("models");
-    let real = std::fs::read(models.join("efficientnet_lite0_int8.onnx")).expect("model");
-    let toml = std::fs::read_to_string(models.join("efficientnet_lite0_int8.toml")).expect("toml");
-    for (what, bytes) in [
-        ("half", real[..real.len() / 2].to_vec()),
-        ("text", b"not a model at all\n".to_vec()),
-    ] {
-        let onnx = format!("emb-{what}.onnx");
-        std::fs::write(dir.path().join(&onnx), &bytes).expect("write");
-        let sha = hex::encode(sha2::Sha256::digest(&bytes));
-        let t: String = toml
-            .lines()
-            .map(|l| {
-                if l.starts_with("sha256") {
-                    format!("sha256 = \"{sha}\"")
-                } else {
-                    l.replace("efficientnet_lite0_int8.onnx", &onnx)
-                }
+    let onnx = format!("emb-{what}.onnx");
+    std::fs::write(dir.join(&onnx), bytes).expect("write");
+    let sha = hex::encode(sha2::Sha256::digest(bytes));
+    with_model(
+        dir,
+        &format!("{EMBEDDER}.toml"),
+        &format!("emb-{what}"),
+        |l| {
+            Some(if l.starts_with("sha256") {
+                format!("sha256 = \"{sha}\"")
+            } else {
+                l.replace(&format!("{EMBEDDER}.onnx"), &onnx)
             })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let emb_toml = dir.path().join(format!("emb-{what}.toml"));
-        std::fs::write(&emb_toml, t).expect("write");
-        let cfg = config_in(dir.path(), |t| {
-            t.replace(
-                &format!("{}/models/efficientnet_lite0_int8.toml", root().display()),
-                &emb_toml.display().to_string(),
-            )
-        });
-        let run = |verb: &[&str]| {
-            let out = bin()
-                .args(verb)
-                .arg("--config")
-                .arg(&cfg)
-                .output()
-                .expect("run");
-            assert!(!out.status.success(), "{what}: {verb:?} must fail");
-            String::from_utf8_lossy(&out.stderr).into_owned()
-        };
-        let validate = run(&["validate"]);
-        let serve = run(&["serve", "--listen", "127.0.0.1:0"]);
-        assert!(validate.contains(&onnx), "{what}: {validate}");
-        assert!(
-            serve.contains(&onnx) && !serve.contains("different embedder"),
-            "{what}: serve says\n{serve}\nvalidate says\n{validate}"
-        );
-    }
+        },
+    )
 }
 
-#[test]
-fn a_catalog_item_with_the_wrong_embedding_size_is_named() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cat = dir.path().join("cat");
+fn embedder_cut_in_half(dir: &Path) -> PathBuf {
+    let real = std::fs::read(root().join(format!("models/{EMBEDDER}.onnx"))).expect("model");
+    corrupt_embedder(dir, "half", &real[..real.len() / 2])
+}
+
+fn embedder_of_text(dir: &Path) -> PathBuf {
+    corrupt_embedder(dir, "text", b"not a model at all\n")
+}
+
+/// The demo catalog's first 20 items, the 8th with a 2-value embedding.
+fn wrong_embedding_size(dir: &Path) -> PathBuf {
+    let cat = dir.join("cat");
     std::fs::create_dir_all(&cat).expect("mkdir");
-    let demo = std::fs::read_to_string(root().join("catalog/demo/items.jsonl")).expect("demo");
-    let mut lines: Vec<serde_json::Value> = demo
-        .lines()
-        .take(20)
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    lines[7]["embedding"] = serde_json::json!([0.5, 0.5]);
-    let bad_id = lines[7]["id"].as_str().unwrap_or_default().to_string();
-    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut items: Vec<serde_json::Value> = demo_items().into_iter().take(20).collect();
+    items[7]["embedding"] = serde_json::json!([0.5, 0.5]);
+    let text: Vec<String> = items.iter().map(|l| l.to_string()).collect();
     std::fs::write(cat.join("items.jsonl"), text.join("\n")).expect("write");
-    let cfg = config_in(dir.path(), |t| {
+    config_in(dir, |t| {
         t.replace(
             &format!("{}/catalog/demo", root().display()),
             &cat.display().to_string(),
         )
-    });
-    let out = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "line 8, item '{bad_id}': embedding has 2 values but the embedder and its [similarity] recipe make 400"
-        )),
-        "{err}"
-    );
+    })
 }
 
 /// Corrupt frames in the camera's stream are skipped and counted; the pipeline keeps going.
 #[test]
 fn corrupt_frames_are_counted_and_skipped() {
     let dir = tempfile::tempdir().expect("tmp");
-    let frames = dir.path().join("frames");
-    std::fs::create_dir_all(&frames).expect("mkdir");
-    for i in 0..4 {
-        let name = format!("vtest_{i:04}.jpg");
-        std::fs::copy(
-            root().join("models/demo/frames").join(&name),
-            frames.join(&name),
-        )
-        .expect("copy");
-    }
+    let frames = demo_frames(dir.path(), 4);
     std::fs::write(
         frames.join("vtest_0002b.jpg"),
         b"\xff\xd8\xff\xe0 truncated",
     )
     .expect("write");
-    let cfg = config_in(dir.path(), |t| {
-        t.replace(
-            &format!("{}/models/demo/frames", root().display()),
-            &frames.display().to_string(),
-        )
-    });
+    let cfg = config_with_frames(dir.path(), &frames, |t| t);
     let d = Daemon::start(&["--config", cfg.to_str().expect("utf8")]);
     d.wait_ready(Duration::from_secs(120));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -386,7 +392,7 @@ fn corrupt_frames_are_counted_and_skipped() {
         let corrupt = value("vitrine_frames_corrupt_total");
         if corrupt >= 3.0 && value("vitrine_frames_processed_total") >= 6.0 {
             // Logged at warn, naming the file, but not once per frame.
-            let log = d.log_text();
+            let log = d.log();
             let warned: Vec<&str> = log
                 .lines()
                 .filter(|l| l.contains("skipped a corrupt frame"))
@@ -440,11 +446,7 @@ fn detect_prints_one_json_line_per_image_in_original_pixels() {
         .arg(root().join("models/demo/frames/vtest_0000.jpg"))
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "vitrine detect");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -463,12 +465,7 @@ fn detect_prints_one_json_line_per_image_in_original_pixels() {
         let boxes = l["boxes"].as_array().expect("boxes");
         assert!(boxes.iter().any(|b| b["label"] == "Person"), "{l}");
         for b in boxes {
-            let bb: Vec<f64> = b["bbox"]
-                .as_array()
-                .expect("bbox")
-                .iter()
-                .filter_map(|v| v.as_f64())
-                .collect();
+            let bb = floats(&b["bbox"]);
             assert!(
                 bb[0] >= 0.0
                     && bb[1] >= 0.0

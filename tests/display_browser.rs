@@ -11,23 +11,11 @@ mod cdp;
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::channel;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cdp::{Browser, artifacts_dir};
-use common::{Daemon, bin, config_in, root};
+use common::{Daemon, config_with_frames, demo_ids};
 use serde_json::Value;
-
-fn catalog_ids() -> HashSet<String> {
-    std::fs::read_to_string(root().join("catalog/demo/items.jsonl"))
-        .expect("demo catalog")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["id"].as_str().map(String::from))
-        .collect()
-}
 
 /// What the page shows, as the test reads it.
 const PAGE_STATE: &str = r#"(() => {
@@ -71,52 +59,14 @@ fn save(browser: &mut Browser, name: &str) {
     eprintln!("screenshot: {}", path.display());
 }
 
-/// A daemon started by hand; killed if the test fails before stopping it.
-struct Restarted(Child);
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `vitrine serve` on a given address (the restart), waiting for `vitrine ready`.
-fn serve_at(config: &std::path::Path, addr: &str) -> Restarted {
-    let mut child = Restarted(
-        bin()
-            .args(["serve", "--listen", addr, "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn,vitrine=info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vitrine"),
-    );
-    let out = child.0.stdout.take().expect("stdout");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if line.contains("vitrine ready") {
-            return child;
-        }
-    }
-    panic!("the restarted vitrine did not become ready");
-}
-
 #[test]
 fn the_display_shows_live_items_then_new_ones_and_survives_a_restart() {
     let mut browser = Browser::launch(1920, 1080);
-    let ids = catalog_ids();
+    let ids = demo_ids();
 
     let d = Daemon::start(&[]);
     d.wait_ready(Duration::from_secs(120));
-    let addr = d.base.trim_start_matches("http://").to_string();
+    let addr = d.addr.clone();
     browser.navigate(&d.url("/"));
 
     // Catalog items from the real pipeline appear, with names, prices and loaded images.
@@ -175,13 +125,12 @@ fn the_display_shows_live_items_then_new_ones_and_survives_a_restart() {
     image::RgbImage::from_pixel(768, 576, image::Rgb([92, 96, 104]))
         .save(frames.join("empty.jpg"))
         .expect("frame");
-    let cfg = config_in(dir.path(), |t| {
-        t.replace(
-            &format!("{}/models/demo/frames", root().display()),
-            &frames.display().to_string(),
-        )
-    });
-    let second = serve_at(&cfg, &addr);
+    let cfg = config_with_frames(dir.path(), &frames, |t| t);
+    let second = Daemon::serve(
+        &["--listen", &addr, "--config", cfg.to_str().expect("utf8")],
+        |_| {},
+    );
+    second.wait_ready(Duration::from_secs(120));
     let idle = browser.wait_for(
         "the restarted daemon's attract screen",
         PAGE_STATE,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, Response};
 use futures::StreamExt;
 use state::{app, body_bytes, body_json, recs};
 
@@ -149,12 +149,15 @@ async fn the_showcase_spreads_over_the_catalog_and_its_images_are_served() {
     assert_eq!(r.headers()["content-type"], "image/jpeg");
 
     let bad = t.get("/api/showcase?n=0").await;
-    assert_eq!(bad.status(), 400);
-    let msg = body_json(bad).await;
+    refused(bad, 400, "between 1 and").await;
+}
+
+/// Asserts an answer of `status` whose JSON `error` says `says`.
+async fn refused(r: Response<Body>, status: u16, says: &str) {
+    assert_eq!(r.status(), status);
+    let msg = body_json(r).await;
     assert!(
-        msg["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("between 1 and")),
+        msg["error"].as_str().is_some_and(|e| e.contains(says)),
         "{msg}"
     );
 }
@@ -173,14 +176,7 @@ async fn no_camera_image_leaves_the_pipeline_unless_the_debug_view_is_on_and_loc
     // Off (the default): not served to anyone, and the reason says how to turn it on.
     let off = app(false, STALE);
     let r = off.send(frame_request("127.0.0.1:5000")).await;
-    assert_eq!(r.status(), 404);
-    let msg = body_json(r).await;
-    assert!(
-        msg["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("server.debug_view")),
-        "{msg}"
-    );
+    refused(r, 404, "server.debug_view").await;
     *off.state.display.debug_frame.lock().expect("lock") =
         Some(Arc::new(image::RgbImage::new(8, 8)));
     assert_eq!(

@@ -19,19 +19,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::vitrine;
+use common::{eval_data, read_json, root, utf8, vitrine};
 
-use vitrine::eval::ap::{ApOptions, evaluate};
+use vitrine::eval::ap::{ApOptions, ApReport, evaluate};
 use vitrine::eval::formats::{BoxRecord, Dataset, ImageRecord, Role, read_jsonl};
 use vitrine::vision::geometry::PixelBox;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/eval")
-        .join(name)
-}
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
@@ -39,15 +33,28 @@ fn close(a: f64, b: f64) -> bool {
 
 fn fixture() -> (Dataset, Dataset) {
     (
-        read_jsonl(&data("ap_gt.jsonl"), Role::GroundTruth).expect("gt"),
-        read_jsonl(&data("ap_pred.jsonl"), Role::Predictions).expect("pred"),
+        read_jsonl(&eval_data("ap_gt.jsonl"), Role::GroundTruth).expect("gt"),
+        read_jsonl(&eval_data("ap_pred.jsonl"), Role::Predictions).expect("pred"),
     )
+}
+
+/// [`evaluate`] with the default options but for `edit`.
+fn evaluate_with(gt: &Dataset, pred: &Dataset, edit: impl FnOnce(&mut ApOptions)) -> ApReport {
+    let mut opts = ApOptions::default();
+    edit(&mut opts);
+    evaluate(gt, pred, &opts).expect("evaluates")
+}
+
+/// `vitrine eval detections --gt GT --pred PRED EXTRA…`: success, stdout, stderr.
+fn eval_cli(gt: &Path, pred: &Path, extra: &[&str]) -> (bool, String, String) {
+    let base = ["eval", "detections", "--gt", utf8(gt), "--pred", utf8(pred)];
+    vitrine(&[&base[..], extra].concat())
 }
 
 #[test]
 fn worked_example_per_category_and_map() {
     let (gt, pred) = fixture();
-    let r = evaluate(&gt, &pred, &ApOptions::default()).expect("evaluates");
+    let r = evaluate_with(&gt, &pred, |_| {});
     let ap = |c: &str| r.per_category[c].ap;
     assert!(close(ap("Shirt"), 5.0 / 6.0), "Shirt {}", ap("Shirt"));
     assert!(close(ap("Dress"), 5.0 / 6.0), "Dress {}", ap("Dress"));
@@ -77,15 +84,7 @@ fn a_stricter_iou_turns_a_loose_detection_into_a_miss() {
     // p 1, 1/2, 1/3, 1/2; r 1/3, 1/3, 1/3, 2/3 → AP = 1/3·1 + 1/3·1/2 = 1/2.
     // The Dress duplicate (IoU .975) still matches its box, so Dress keeps 5/6.
     let (gt, pred) = fixture();
-    let r = evaluate(
-        &gt,
-        &pred,
-        &ApOptions {
-            iou: 0.95,
-            ..Default::default()
-        },
-    )
-    .expect("evaluates");
+    let r = evaluate_with(&gt, &pred, |o| o.iou = 0.95);
     assert!(close(r.per_category["Shirt"].ap, 0.5), "{r:?}");
     assert!(close(r.per_category["Dress"].ap, 5.0 / 6.0), "{r:?}");
 }
@@ -155,7 +154,7 @@ fn no_detections_at_all_scores_zero_everywhere() {
         images: vec![],
         source: "empty".into(),
     };
-    let r = evaluate(&gt, &empty, &ApOptions::default()).expect("evaluates");
+    let r = evaluate_with(&gt, &empty, |_| {});
     assert_eq!(r.per_category.len(), 5);
     assert!(
         r.per_category
@@ -168,15 +167,7 @@ fn no_detections_at_all_scores_zero_everywhere() {
 #[test]
 fn label_map_categories_without_boxes_are_reported_as_nan() {
     let (gt, pred) = fixture();
-    let r = evaluate(
-        &gt,
-        &pred,
-        &ApOptions {
-            categories: vec!["Scarf".into()],
-            ..Default::default()
-        },
-    )
-    .expect("evaluates");
+    let r = evaluate_with(&gt, &pred, |o| o.categories = vec!["Scarf".into()]);
     assert!(r.per_category["Scarf"].ap.is_nan());
     assert!(close(r.map, 29.0 / 60.0), "unchanged mean: {}", r.map);
 }
@@ -195,17 +186,9 @@ fn predictions_for_unknown_images_are_refused_with_the_names() {
 
 #[test]
 fn cli_prints_the_json_object_and_the_table() {
-    let gt = data("ap_gt.jsonl");
-    let pred = data("ap_pred.jsonl");
-    let (ok, out, err) = vitrine(&[
-        "eval",
-        "detections",
-        "--gt",
-        gt.to_str().expect("utf8"),
-        "--pred",
-        pred.to_str().expect("utf8"),
-        "--json",
-    ]);
+    let gt = eval_data("ap_gt.jsonl");
+    let pred = eval_data("ap_pred.jsonl");
+    let (ok, out, err) = eval_cli(&gt, &pred, &["--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert!(close(v["mAP"].as_f64().expect("mAP"), 29.0 / 60.0), "{v}");
@@ -221,16 +204,7 @@ fn cli_prints_the_json_object_and_the_table() {
         "NaN is null in JSON: {v}"
     );
 
-    let (ok, table, err) = vitrine(&[
-        "eval",
-        "detections",
-        "--gt",
-        gt.to_str().expect("utf8"),
-        "--pred",
-        pred.to_str().expect("utf8"),
-        "--iou",
-        "0.95",
-    ]);
+    let (ok, table, err) = eval_cli(&gt, &pred, &["--iou", "0.95"]);
     assert!(ok, "{err}");
     let bag = table
         .lines()
@@ -254,16 +228,8 @@ fn cli_refuses_labels_missing_from_the_label_map() {
         "item { id: 1 name: 'Shirt' }\nitem { id: 2 name: 'Hat' }\n",
     )
     .expect("write");
-    let (ok, _, err) = vitrine(&[
-        "eval",
-        "detections",
-        "--gt",
-        data("ap_gt.jsonl").to_str().expect("utf8"),
-        "--pred",
-        data("ap_pred.jsonl").to_str().expect("utf8"),
-        "--labels",
-        map.to_str().expect("utf8"),
-    ]);
+    let (gt, pred) = (eval_data("ap_gt.jsonl"), eval_data("ap_pred.jsonl"));
+    let (ok, _, err) = eval_cli(&gt, &pred, &["--labels", utf8(&map)]);
     assert!(!ok);
     assert!(
         err.contains("\"Bag\", \"Coat\", \"Dress\", \"Skirt\"")
@@ -276,23 +242,12 @@ fn cli_refuses_labels_missing_from_the_label_map() {
 fn agrees_with_an_independent_numpy_implementation_on_random_data() {
     // 40 images, 65 boxes, 94 detections (duplicates, wrong labels, background boxes, a category
     // with detections only), no tied scores; expected values from make_ap_random.py.
-    let gt = read_jsonl(&data("ap_random_gt.jsonl"), Role::GroundTruth).expect("gt");
-    let pred = read_jsonl(&data("ap_random_pred.jsonl"), Role::Predictions).expect("pred");
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(data("ap_random_expected.json")).expect("read"),
-    )
-    .expect("json");
+    let gt = read_jsonl(&eval_data("ap_random_gt.jsonl"), Role::GroundTruth).expect("gt");
+    let pred = read_jsonl(&eval_data("ap_random_pred.jsonl"), Role::Predictions).expect("pred");
+    let expected = read_json(&eval_data("ap_random_expected.json"));
     for iou in [0.5, 0.75] {
         let want = &expected[iou.to_string()];
-        let r = evaluate(
-            &gt,
-            &pred,
-            &ApOptions {
-                iou,
-                ..Default::default()
-            },
-        )
-        .expect("evaluates");
+        let r = evaluate_with(&gt, &pred, |o| o.iou = iou);
         for (label, ap) in want["per_category"].as_object().expect("map") {
             let got = r.per_category[label.as_str()].ap;
             match ap.as_f64() {
@@ -319,7 +274,7 @@ fn cli_scores_the_shipped_detector_on_hand_annotated_stills() {
          {\"image\": \"basketball1.png\", \"width\": 640, \"height\": 480, \"boxes\": [{\"label\": \"Person\", \"bbox\": [35, 80, 160, 480]}, {\"label\": \"Person\", \"bbox\": [435, 22, 640, 480]}]}\n",
     )
     .expect("gt");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let (ok, out, err) = vitrine(&[
         "eval",
         "detections",

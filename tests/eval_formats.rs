@@ -5,24 +5,18 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::vitrine;
+use common::{eval_data, root, utf8, vitrine};
 
 use vitrine::eval::formats::{
     DeepFashionFiles, Role, read_consumer2shop, read_deepfashion, read_deepfashion2, read_jsonl,
     read_pairs_jsonl,
 };
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/eval")
-        .join(name)
-}
-
 #[test]
 fn deepfashion_lists_join_into_one_labelled_box_per_image() {
-    let files = DeepFashionFiles::locate(&data("deepfashion")).expect("found in Anno/");
+    let files = DeepFashionFiles::locate(&eval_data("deepfashion")).expect("found in Anno/");
     assert!(files.partition.is_some(), "Eval/list_eval_partition.txt");
-    assert_eq!(files.root, data("deepfashion"));
+    assert_eq!(files.root, eval_data("deepfashion"));
     let (ds, cats) = read_deepfashion(&files, None).expect("reads");
     assert_eq!(cats.len(), 5);
     assert_eq!(
@@ -68,10 +62,10 @@ fn deepfashion_lists_join_into_one_labelled_box_per_image() {
 fn deepfashion_with_a_category_beyond_the_list_names_the_line() {
     let dir = tempfile::tempdir().expect("tmp");
     for f in ["list_bbox.txt", "list_category_cloth.txt"] {
-        std::fs::copy(data("deepfashion/Anno").join(f), dir.path().join(f)).expect("copy");
+        std::fs::copy(eval_data("deepfashion/Anno").join(f), dir.path().join(f)).expect("copy");
     }
     // Label 6 of a 5-row category list: the kind of file an off-by-one script writes.
-    let text = std::fs::read_to_string(data("deepfashion/Anno/list_category_img.txt"))
+    let text = std::fs::read_to_string(eval_data("deepfashion/Anno/list_category_img.txt"))
         .expect("read")
         .replace(
             "img_00000004.jpg                                     5",
@@ -89,7 +83,7 @@ fn deepfashion_with_a_category_beyond_the_list_names_the_line() {
 
 #[test]
 fn deepfashion2_items_become_boxes_in_item_order() {
-    let ds = read_deepfashion2(&data("deepfashion2/annos")).expect("reads");
+    let ds = read_deepfashion2(&eval_data("deepfashion2/annos")).expect("reads");
     assert_eq!(ds.images.len(), 2);
     assert_eq!(ds.images[0].image, "000001.jpg");
     let labels: Vec<&str> = ds.images[0]
@@ -108,9 +102,9 @@ fn deepfashion2_items_become_boxes_in_item_order() {
 #[test]
 fn consumer_to_shop_pairs_with_their_boxes_and_split() {
     let pairs = read_consumer2shop(
-        &data("consumer2shop/list_eval_partition.txt"),
+        &eval_data("consumer2shop/list_eval_partition.txt"),
         Some("test"),
-        Some(&data("consumer2shop/list_bbox_consumer2shop.txt")),
+        Some(&eval_data("consumer2shop/list_bbox_consumer2shop.txt")),
     )
     .expect("reads");
     assert_eq!(pairs.len(), 2);
@@ -123,8 +117,12 @@ fn consumer_to_shop_pairs_with_their_boxes_and_split() {
         pairs[0].bbox.map(<[f32; 4]>::from),
         Some([5.0, 6.0, 150.0, 260.0])
     );
-    let all = read_consumer2shop(&data("consumer2shop/list_eval_partition.txt"), None, None)
-        .expect("reads");
+    let all = read_consumer2shop(
+        &eval_data("consumer2shop/list_eval_partition.txt"),
+        None,
+        None,
+    )
+    .expect("reads");
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|p| p.bbox.is_none()));
 }
@@ -158,11 +156,11 @@ fn convert_applies_split_and_taxonomy_and_writes_readable_jsonl() {
         "dataset",
         "convert",
         "--deepfashion",
-        data("deepfashion").to_str().expect("utf8"),
+        eval_data("deepfashion").to_str().expect("utf8"),
         "--split",
         "test",
         "--taxonomy",
-        data("taxonomy.toml").to_str().expect("utf8"),
+        eval_data("taxonomy.toml").to_str().expect("utf8"),
         "--out",
         out.to_str().expect("utf8"),
     ]);
@@ -191,7 +189,7 @@ fn run_detector_scores_and_saves_predictions_that_read_back() {
     image::RgbImage::from_pixel(160, 120, image::Rgb([128, 128, 128]))
         .save(&img)
         .expect("save");
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("vitrine.toml");
+    let cfg = root().join("vitrine.toml");
     let (ok, out, err) = vitrine(&[
         "eval",
         "detections",
@@ -234,13 +232,13 @@ fn write_gt(dir: &Path, image: &str) -> PathBuf {
 fn vitrine_detect_output_is_a_prediction_file() {
     // `vitrine detect` prints the records `eval detections --pred` reads; its image paths (as
     // given on the command line) align with the ground truth's names by their common suffix.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let still = root.join("models/demo/stills/astronaut.png");
     let (ok, out, err) = vitrine(&[
         "detect",
         "--config",
-        s(&root.join("vitrine.toml")),
-        s(&still),
+        utf8(&root.join("vitrine.toml")),
+        utf8(&still),
     ]);
     assert!(ok, "{err}");
     let dir = tempfile::tempdir().expect("tmp");
@@ -256,18 +254,14 @@ fn vitrine_detect_output_is_a_prediction_file() {
         "eval",
         "detections",
         "--gt",
-        s(&gt),
+        utf8(&gt),
         "--pred",
-        s(&pred),
+        utf8(&pred),
         "--json",
     ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["per_category"]["Person"]["ap"], 1.0, "{v}");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
 }
 
 #[test]
@@ -281,7 +275,7 @@ fn deepfashion_images_are_found_from_the_benchmark_folder_or_its_anno_folder() {
         "list_category_img.txt",
         "list_category_cloth.txt",
     ] {
-        std::fs::copy(data("deepfashion/Anno").join(f), anno.join(f)).expect("copy");
+        std::fs::copy(eval_data("deepfashion/Anno").join(f), anno.join(f)).expect("copy");
     }
     for given in [dir.path().to_path_buf(), anno.clone()] {
         let files = DeepFashionFiles::locate(&given).expect("found");

@@ -3,41 +3,24 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::vitrine;
+use common::{eval_data, root, utf8, vitrine};
 
 use vitrine::vision::labels::LabelMap;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/eval")
-        .join(name)
-}
-
-fn root(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .display()
-        .to_string()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
 
 #[test]
 fn from_deepfashion_numbers_categories_from_one_in_list_order() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("deepfashion.pbtxt");
-    let cats = data("deepfashion/Anno/list_category_cloth.txt");
+    let cats = eval_data("deepfashion/Anno/list_category_cloth.txt");
     let (ok, _, err) = vitrine(&[
         "labels",
         "from-deepfashion",
         "--categories",
-        s(&cats),
+        utf8(&cats),
         "--out",
-        s(&out),
+        utf8(&out),
     ]);
     assert!(ok, "{err}");
     let map = LabelMap::load(&out).expect("a valid TF OD API map");
@@ -49,9 +32,9 @@ fn from_deepfashion_numbers_categories_from_one_in_list_order() {
         "labels",
         "check",
         "--labels",
-        s(&out),
+        utf8(&out),
         "--deepfashion",
-        s(&data("deepfashion")),
+        utf8(&eval_data("deepfashion")),
     ]);
     assert!(ok, "{stdout}{err}");
 
@@ -60,9 +43,9 @@ fn from_deepfashion_numbers_categories_from_one_in_list_order() {
         "labels",
         "from-deepfashion",
         "--categories",
-        s(&cats),
+        utf8(&cats),
         "--taxonomy",
-        s(&data("taxonomy.toml")),
+        utf8(&eval_data("taxonomy.toml")),
     ]);
     assert!(ok, "{err}");
     let merged = LabelMap::parse_pbtxt(&stdout, Path::new("stdout.pbtxt")).expect("valid");
@@ -85,9 +68,9 @@ fn a_zero_based_map_is_caught_against_the_dataset_with_its_ids() {
         "labels",
         "check",
         "--labels",
-        s(&map),
+        utf8(&map),
         "--categories",
-        s(&data("deepfashion/Anno/list_category_cloth.txt")),
+        utf8(&eval_data("deepfashion/Anno/list_category_cloth.txt")),
     ]);
     assert!(!ok, "must fail");
     assert!(err.contains("failed"), "{err}");
@@ -105,9 +88,9 @@ fn a_zero_based_map_is_caught_against_the_dataset_with_its_ids() {
         "labels",
         "check",
         "--labels",
-        s(&map),
+        utf8(&map),
         "--deepfashion",
-        s(&data("deepfashion")),
+        utf8(&eval_data("deepfashion")),
         "--json",
     ]);
     assert!(!ok);
@@ -125,14 +108,15 @@ fn a_zero_based_map_is_caught_against_the_dataset_with_its_ids() {
 #[test]
 fn map_against_the_real_models_class_count() {
     // The shipped OIDv4 SSD scores 24 columns (background + 23); its map agrees.
-    let model = root("models/ssd_mobilenetv2_oidv4_int8.toml");
+    let model = root().join("models/ssd_mobilenetv2_oidv4_int8.toml");
+    let real_map = root().join("models/oidv4.pbtxt");
     let (ok, out, err) = vitrine(&[
         "labels",
         "check",
         "--labels",
-        &root("models/oidv4.pbtxt"),
+        utf8(&real_map),
         "--model",
-        &model,
+        utf8(&model),
     ]);
     assert!(ok, "{out}{err}");
     assert!(
@@ -142,7 +126,7 @@ fn map_against_the_real_models_class_count() {
 
     // The same names numbered from 0.
     let dir = tempfile::tempdir().expect("tmp");
-    let real = LabelMap::load(Path::new(&root("models/oidv4.pbtxt"))).expect("map");
+    let real = LabelMap::load(&real_map).expect("map");
     let zero: String = real
         .iter()
         .map(|(id, n)| format!("item {{ id: {} name: '{n}' }}\n", id - 1))
@@ -153,9 +137,9 @@ fn map_against_the_real_models_class_count() {
         "labels",
         "check",
         "--labels",
-        s(&shifted),
+        utf8(&shifted),
         "--model",
-        &model,
+        utf8(&model),
     ]);
     assert!(!ok);
     assert!(
@@ -176,7 +160,7 @@ fn map_against_the_real_models_class_count() {
         "labels",
         "check",
         "--labels",
-        s(&shifted),
+        utf8(&shifted),
         "--classes",
         "24",
     ]);
@@ -196,9 +180,9 @@ fn dataset_names_missing_from_the_map_are_problems() {
         "labels",
         "check",
         "--labels",
-        s(&map),
+        utf8(&map),
         "--gt",
-        s(&data("ap_gt.jsonl")),
+        utf8(&eval_data("ap_gt.jsonl")),
     ]);
     assert!(!ok);
     assert!(
@@ -210,6 +194,22 @@ fn dataset_names_missing_from_the_map_are_problems() {
     assert!(out.contains("no box in the dataset: 3 'Scarf'"), "{out}");
 }
 
+/// `vitrine labels apply-taxonomy` of the fixture taxonomy to `input` (a `--labels` map or a
+/// `--catalog`), written to `out`.
+fn apply_taxonomy(kind: &str, input: &Path, out: &Path) -> (bool, String, String) {
+    let taxonomy = eval_data("taxonomy.toml");
+    vitrine(&[
+        "labels",
+        "apply-taxonomy",
+        "--taxonomy",
+        utf8(&taxonomy),
+        kind,
+        utf8(input),
+        "--out",
+        utf8(out),
+    ])
+}
+
 #[test]
 fn taxonomy_on_a_label_map_prints_the_id_table() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -218,22 +218,13 @@ fn taxonomy_on_a_label_map_prints_the_id_table() {
         "labels",
         "from-deepfashion",
         "--categories",
-        s(&data("deepfashion/Anno/list_category_cloth.txt")),
+        utf8(&eval_data("deepfashion/Anno/list_category_cloth.txt")),
         "--out",
-        s(&map),
+        utf8(&map),
     ]);
     assert!(ok, "{err}");
     let out_map = dir.path().join("merged.pbtxt");
-    let (ok, out, err) = vitrine(&[
-        "labels",
-        "apply-taxonomy",
-        "--taxonomy",
-        s(&data("taxonomy.toml")),
-        "--labels",
-        s(&map),
-        "--out",
-        s(&out_map),
-    ]);
+    let (ok, out, err) = apply_taxonomy("--labels", &map, &out_map);
     assert!(ok, "{err}");
     assert!(out.contains("     4 -> 4    Romper"), "{out}");
     assert!(out.contains("     5 -> 5    Skirt"), "{out}");
@@ -254,16 +245,7 @@ fn taxonomy_on_catalog_items_keeps_unknown_fields() {
     )
     .expect("write");
     let out = dir.path().join("merged.jsonl");
-    let (ok, stdout, err) = vitrine(&[
-        "labels",
-        "apply-taxonomy",
-        "--taxonomy",
-        s(&data("taxonomy.toml")),
-        "--catalog",
-        s(&items),
-        "--out",
-        s(&out),
-    ]);
+    let (ok, stdout, err) = apply_taxonomy("--catalog", &items, &out);
     assert!(ok, "{err}");
     assert!(
         stdout.contains("item 'a': category 'Anorak' → 'Jacket'")

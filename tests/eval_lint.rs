@@ -3,8 +3,11 @@
 //! every image has its own perceptual hash); the person check runs the shipped detector on the
 //! demo stills.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::Path;
+
+use common::{bin, root};
 
 use image::{Rgb, RgbImage};
 use vitrine::eval::formats::{BoxRecord, Dataset, ImageRecord, Role, read_jsonl};
@@ -61,83 +64,38 @@ fn planted(dir: &Path) -> Dataset {
         pattern(i).save(dir.join(&name)).expect("save");
         images.push(rec(&name, Some((W, H)), vec![b("Dress", INSIDE)]));
     }
-    let mut add = |name: &str, seed: u64, r: ImageRecord| {
+    // Each a pattern image of its own, listed with its boxes as drawn on an image of `size`.
+    let mut add = |name: &str, seed: u64, size: Option<(u32, u32)>, boxes: Vec<BoxRecord>| {
         pattern(seed).save(dir.join(name)).expect("save");
-        images.push(r);
+        images.push(rec(name, size, boxes));
     };
+    let full = Some((W, H));
+    let dress = |c| vec![b("Dress", c)];
     add(
         "past_edge.png",
         100,
-        rec(
-            "past_edge.png",
-            Some((W, H)),
-            vec![b("Dress", [100.0, 20.0, 200.0, 100.0])],
-        ),
+        full,
+        dress([100.0, 20.0, 200.0, 100.0]),
     );
-    add(
-        "outside.png",
-        101,
-        rec(
-            "outside.png",
-            Some((W, H)),
-            vec![b("Dress", [170.0, 10.0, 190.0, 50.0])],
-        ),
-    );
-    add(
-        "zero.png",
-        102,
-        rec(
-            "zero.png",
-            Some((W, H)),
-            vec![b("Dress", [10.0, 10.0, 10.0, 50.0]), b("Dress", INSIDE)],
-        ),
-    );
-    add(
-        "inverted.png",
-        103,
-        rec(
-            "inverted.png",
-            Some((W, H)),
-            vec![b("Dress", [50.0, 50.0, 10.0, 10.0]), b("Dress", INSIDE)],
-        ),
-    );
+    add("outside.png", 101, full, dress([170.0, 10.0, 190.0, 50.0]));
+    let zero = [b("Dress", [10.0, 10.0, 10.0, 50.0]), b("Dress", INSIDE)];
+    add("zero.png", 102, full, zero.into());
+    let inverted = [b("Dress", [50.0, 50.0, 10.0, 10.0]), b("Dress", INSIDE)];
+    add("inverted.png", 103, full, inverted.into());
     // Boxes drawn on a 320×240 copy of a 160×120 file.
     add(
         "resized.png",
         104,
-        rec(
-            "resized.png",
-            Some((320, 240)),
-            vec![b("Dress", [40.0, 40.0, 280.0, 200.0])],
-        ),
+        Some((320, 240)),
+        dress([40.0, 40.0, 280.0, 200.0]),
     );
     // Normalised coordinates stored as if they were pixels.
-    add(
-        "normalised.png",
-        105,
-        rec(
-            "normalised.png",
-            None,
-            vec![b("Dress", [0.1, 0.2, 0.5, 0.9])],
-        ),
-    );
-    add(
-        "scarf.png",
-        106,
-        rec("scarf.png", Some((W, H)), vec![b("Scarf", INSIDE)]),
-    );
-    add(
-        "typo.png",
-        107,
-        rec("typo.png", Some((W, H)), vec![b("Dres", INSIDE)]),
-    );
+    add("normalised.png", 105, None, dress([0.1, 0.2, 0.5, 0.9]));
+    add("scarf.png", 106, full, vec![b("Scarf", INSIDE)]);
+    add("typo.png", 107, full, vec![b("Dres", INSIDE)]);
     // Byte-identical copy of ok_00, and a brighter JPEG re-encoding of ok_01.
     std::fs::copy(dir.join("ok_00.png"), dir.join("copy_of_ok_00.png")).expect("copy");
-    images.push(rec(
-        "copy_of_ok_00.png",
-        Some((W, H)),
-        vec![b("Dress", INSIDE)],
-    ));
+    images.push(rec("copy_of_ok_00.png", full, dress(INSIDE)));
     let mut brighter = pattern(1);
     for p in brighter.pixels_mut() {
         p.0 = p.0.map(|v| v.saturating_add(6));
@@ -145,17 +103,22 @@ fn planted(dir: &Path) -> Dataset {
     brighter
         .save_with_format(dir.join("ok_01_again.jpg"), image::ImageFormat::Jpeg)
         .expect("jpeg");
-    images.push(rec(
-        "ok_01_again.jpg",
-        Some((W, H)),
-        vec![b("Dress", INSIDE)],
-    ));
+    images.push(rec("ok_01_again.jpg", full, dress(INSIDE)));
     std::fs::write(dir.join("corrupt.jpg"), b"this is not a jpeg").expect("write");
-    images.push(rec("corrupt.jpg", Some((W, H)), vec![b("Dress", INSIDE)]));
-    images.push(rec("missing.png", Some((W, H)), vec![b("Dress", INSIDE)]));
+    images.push(rec("corrupt.jpg", full, dress(INSIDE)));
+    images.push(rec("missing.png", full, dress(INSIDE)));
     Dataset {
         images,
         source: dir.join("gt.jsonl"),
+    }
+}
+
+/// Options that check the images in `dir` on two threads.
+fn with_images(dir: &Path) -> LintOptions {
+    LintOptions {
+        images: Some(dir.to_path_buf()),
+        threads: 2,
+        ..Default::default()
     }
 }
 
@@ -171,10 +134,8 @@ fn every_planted_problem_is_found_against_its_file() {
     let dir = tempfile::tempdir().expect("tmp");
     let ds = planted(dir.path());
     let opts = LintOptions {
-        images: Some(dir.path().to_path_buf()),
         categories: Some(vec!["Dress".into(), "Scarf".into()]),
-        threads: 2,
-        ..Default::default()
+        ..with_images(dir.path())
     };
     let r = lint(&ds, &opts, None).expect("lints");
     assert_eq!(images_of(&r, "missing_image"), ["missing.png"]);
@@ -213,12 +174,7 @@ fn every_planted_problem_is_found_against_its_file() {
 fn the_cleaned_set_repairs_what_it_can_and_drops_the_rest() {
     let dir = tempfile::tempdir().expect("tmp");
     let ds = planted(dir.path());
-    let opts = LintOptions {
-        images: Some(dir.path().to_path_buf()),
-        threads: 2,
-        ..Default::default()
-    };
-    let r = lint(&ds, &opts, None).expect("lints");
+    let r = lint(&ds, &with_images(dir.path()), None).expect("lints");
     let kept: Vec<&str> = r.cleaned.iter().map(|i| i.image.as_str()).collect();
     for gone in [
         "missing.png",
@@ -287,16 +243,7 @@ fn boxes_drawn_on_larger_copies_give_the_dataset_hint() {
         images,
         source: "big".into(),
     };
-    let r = lint(
-        &ds,
-        &LintOptions {
-            images: Some(dir.path().to_path_buf()),
-            threads: 2,
-            ..Default::default()
-        },
-        None,
-    )
-    .expect("lints");
+    let r = lint(&ds, &with_images(dir.path()), None).expect("lints");
     assert_eq!(r.checks["out_of_image"].count, 10);
     assert_eq!(r.hints.len(), 1, "{:?}", r.hints);
     assert!(
@@ -337,10 +284,6 @@ fn without_images_only_the_annotation_checks_run() {
     );
 }
 
-fn demo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
 #[test]
 fn the_person_detector_flags_empty_and_crowded_images() {
     // Real photos from models/demo: the astronaut (one person), a vtest frame (a street with
@@ -351,7 +294,7 @@ fn the_person_detector_flags_empty_and_crowded_images() {
         ("models/demo/stills/astronaut.png", "astronaut.png"),
         ("models/demo/frames/vtest_0000.jpg", "street.jpg"),
     ] {
-        std::fs::copy(demo(src), dir.path().join(name)).expect("demo image");
+        std::fs::copy(root().join(src), dir.path().join(name)).expect("demo image");
     }
     RgbImage::from_pixel(300, 300, Rgb([128, 128, 128]))
         .save(dir.path().join("grey.png"))
@@ -363,7 +306,8 @@ fn the_person_detector_flags_empty_and_crowded_images() {
             .collect(),
         source: "gt".into(),
     };
-    let setup = DetectorSetup::from_config(&demo("vitrine.toml"), None, None).expect("config");
+    let setup =
+        DetectorSetup::from_config(&root().join("vitrine.toml"), None, None).expect("config");
     let mut det = setup.build().expect("detector");
     let persons = setup.person_labels().to_vec();
     let mut count = |img: &RgbImage| {
@@ -373,16 +317,7 @@ fn the_person_detector_flags_empty_and_crowded_images() {
             .filter(|d| persons.contains(&d.label))
             .count())
     };
-    let r = lint(
-        &ds,
-        &LintOptions {
-            images: Some(dir.path().to_path_buf()),
-            threads: 2,
-            ..Default::default()
-        },
-        Some(&mut count),
-    )
-    .expect("lints");
+    let r = lint(&ds, &with_images(dir.path()), Some(&mut count)).expect("lints");
     assert_eq!(images_of(&r, "no_person"), ["grey.png"]);
     assert_eq!(images_of(&r, "several_people"), ["street.jpg"]);
     let kept: Vec<&str> = r.cleaned.iter().map(|i| i.image.as_str()).collect();
@@ -397,17 +332,10 @@ fn cli_reports_writes_the_clean_set_and_fails_when_strict() {
     vitrine::eval::formats::write_jsonl_file(&ds.images, &gt).expect("gt");
     let clean = dir.path().join("clean.jsonl");
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "dataset",
-            "lint",
-            "--gt",
-            gt.to_str().expect("utf8"),
-            "--write-clean",
-            clean.to_str().expect("utf8"),
-        ];
-        args.extend_from_slice(extra);
-        Command::new(env!("CARGO_BIN_EXE_vitrine"))
-            .args(&args)
+        let (gt, clean) = (gt.to_str().expect("utf8"), clean.to_str().expect("utf8"));
+        bin()
+            .args(["dataset", "lint", "--gt", gt, "--write-clean", clean])
+            .args(extra)
             .output()
             .expect("runs")
     };

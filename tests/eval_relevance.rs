@@ -7,8 +7,21 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{root, vitrine};
+use common::{read_json, root, utf8, vitrine};
 use serde_json::Value;
+
+/// `vitrine dataset paste-catalog --catalog CAT --out OUT EXTRA…`: success, stdout, stderr.
+fn paste_catalog(cat: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    let base = [
+        "dataset",
+        "paste-catalog",
+        "--catalog",
+        utf8(cat),
+        "--out",
+        utf8(out),
+    ];
+    vitrine(&[&base[..], extra].concat())
+}
 
 fn run_json(args: &[&str]) -> Value {
     let (ok, out, err) = vitrine(args);
@@ -238,9 +251,7 @@ fn small_catalog(dir: &Path) {
     }
     std::fs::write(dir.join("items.jsonl"), lines).unwrap();
     // The demo's manifest, for its embedder fingerprint, with this catalog's item count.
-    let mut manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(demo.join("manifest.json")).unwrap())
-            .unwrap();
+    let mut manifest = read_json(&demo.join("manifest.json"));
     manifest["item_count"] = 30.into();
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
 }
@@ -252,16 +263,7 @@ fn pasted_catalog_pairs_are_deterministic_and_retrievable() {
     small_catalog(&cat);
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     for (out, seed) in [(&a, "5"), (&b, "5")] {
-        let (ok, _, err) = vitrine(&[
-            "dataset",
-            "paste-catalog",
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--seed",
-            seed,
-        ]);
+        let (ok, _, err) = paste_catalog(&cat, out, &["--seed", seed]);
         assert!(ok, "{err}");
     }
     let pairs = std::fs::read_to_string(a.join("pairs.jsonl")).unwrap();
@@ -324,15 +326,7 @@ fn pasted_catalog_pairs_are_deterministic_and_retrievable() {
     );
     assert!(r6 >= r1);
 
-    let (ok, _, err) = vitrine(&[
-        "dataset",
-        "paste-catalog",
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--backgrounds",
-        work.path().join("nothing").to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-    ]);
+    let nothing = work.path().join("nothing");
+    let (ok, _, err) = paste_catalog(&cat, &a, &["--backgrounds", utf8(&nothing)]);
     assert!(!ok && err.contains("nothing"), "{err}");
 }

@@ -3,14 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::vitrine;
+use common::{root, vitrine};
 
 use vitrine::catalog::{Catalog, IndexParams, Item};
 use vitrine::eval::EvalError;
 use vitrine::eval::formats::RetrievalPair;
-use vitrine::eval::retrieval::{RetrievalOptions, evaluate};
+use vitrine::eval::retrieval::{RetrievalOptions, RetrievalReport, evaluate};
 
 fn unit(v: [f32; 4]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -71,6 +71,15 @@ fn catalog() -> Catalog {
     )
 }
 
+/// One query, embedded as `vector`, against [`catalog`] at k = 1.
+fn one_query(p: RetrievalPair, vector: Vec<f32>) -> Result<RetrievalReport, EvalError> {
+    let opts = RetrievalOptions {
+        ks: vec![1],
+        ef: 16,
+    };
+    evaluate(&[p], &catalog(), |_| Ok(vector.clone()), &opts)
+}
+
 #[test]
 fn recall_at_k_worked_by_hand() {
     // q1 (A, top, e1): A itself first → hit at 1.
@@ -118,45 +127,19 @@ fn recall_at_k_worked_by_hand() {
 #[test]
 fn a_second_photo_of_the_item_counts_through_its_item_id() {
     // A query closest to A-2, whose item_id is A: a hit at 1 for item A.
-    let r = evaluate(
-        &[pair("q", "A", Some("top"))],
-        &catalog(),
-        |_| Ok(unit([1.0, 1.2, 0.0, 0.0])),
-        &RetrievalOptions {
-            ks: vec![1],
-            ef: 16,
-        },
-    )
-    .expect("evaluates");
+    let r = one_query(pair("q", "A", Some("top")), unit([1.0, 1.2, 0.0, 0.0])).expect("evaluates");
     assert_eq!(r.recall[&1], 1.0);
 }
 
 #[test]
 fn wrong_groups_and_dimensions_are_refused() {
-    let e = evaluate(
-        &[pair("q", "A", Some("hats"))],
-        &catalog(),
-        |_| Ok(unit([1.0, 0.0, 0.0, 0.0])),
-        &RetrievalOptions {
-            ks: vec![1],
-            ef: 16,
-        },
-    )
-    .expect_err("unknown group");
+    let e = one_query(pair("q", "A", Some("hats")), unit([1.0, 0.0, 0.0, 0.0]))
+        .expect_err("unknown group");
     assert!(
         e.to_string().contains("[\"hats\"]") && e.to_string().contains("bottom, top"),
         "{e}"
     );
-    let e = evaluate(
-        &[pair("q", "A", None)],
-        &catalog(),
-        |_| Ok(vec![1.0; 8]),
-        &RetrievalOptions {
-            ks: vec![1],
-            ef: 16,
-        },
-    )
-    .expect_err("wrong dim");
+    let e = one_query(pair("q", "A", None), vec![1.0; 8]).expect_err("wrong dim");
     assert!(
         e.to_string()
             .contains("gives 8 values but the catalog holds 4-d"),
@@ -164,8 +147,23 @@ fn wrong_groups_and_dimensions_are_refused() {
     );
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+/// `vitrine eval retrieval --json` of `pairs` against the demo catalog with the demo config.
+fn demo_retrieval(pairs: &Path, k: &str) -> serde_json::Value {
+    let (ok, out, err) = vitrine(&[
+        "eval",
+        "retrieval",
+        "--pairs",
+        pairs.to_str().expect("utf8"),
+        "--images",
+        root().join("catalog/demo").to_str().expect("utf8"),
+        "--config",
+        root().join("vitrine.toml").to_str().expect("utf8"),
+        "--k",
+        k,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).expect("json")
 }
 
 #[test]
@@ -188,21 +186,7 @@ fn shipped_embedder_finds_demo_products_from_their_photos_and_crops() {
         ));
     }
     std::fs::write(&pairs, lines).expect("pairs");
-    let (ok, out, err) = vitrine(&[
-        "eval",
-        "retrieval",
-        "--pairs",
-        pairs.to_str().expect("utf8"),
-        "--images",
-        root().join("catalog/demo").to_str().expect("utf8"),
-        "--config",
-        root().join("vitrine.toml").to_str().expect("utf8"),
-        "--k",
-        "1,5",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let v = demo_retrieval(&pairs, "1,5");
     assert_eq!(v["evaluated"], 30, "{v}");
     assert!(v["recall_exact"]["1"].as_f64().expect("r") >= 0.9, "{v}");
     assert!(v["recall"]["5"].as_f64().expect("r") >= 0.95, "{v}");
@@ -216,21 +200,7 @@ fn shipped_embedder_finds_demo_products_from_their_photos_and_crops() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&whole, first30).expect("write");
-    let (ok, out, err) = vitrine(&[
-        "eval",
-        "retrieval",
-        "--pairs",
-        whole.to_str().expect("utf8"),
-        "--images",
-        root().join("catalog/demo").to_str().expect("utf8"),
-        "--config",
-        root().join("vitrine.toml").to_str().expect("utf8"),
-        "--k",
-        "1",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let v = demo_retrieval(&whole, "1");
     assert_eq!(v["recall"]["1"], 1.0, "{v}");
     assert_eq!(v["recall_exact"]["1"], 1.0, "{v}");
 }

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::root;
+use common::{floats, read_json, root};
 use vitrine::capture::replay::read_image;
 use vitrine::config::model::ModelSpec;
 use vitrine::vision::detector::Detector;
@@ -19,13 +17,6 @@ use vitrine::vision::runtime::SessionOptions;
 
 const BOX_TOL: f64 = 1.0;
 const SCORE_TOL: f64 = 1e-3;
-
-fn load(path: &Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .expect("json")
-}
 
 fn golden_files(prefix: &str) -> Vec<std::path::PathBuf> {
     let dir = root().join("tests/data/golden");
@@ -50,7 +41,7 @@ fn golden_files(prefix: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn detections_match_the_python_reference() {
     for file in golden_files("detector_") {
-        let g = load(&file);
+        let g = read_json(&file);
         let spec =
             ModelSpec::detector(&root().join(g["model_config"].as_str().expect("model_config")))
                 .expect("model spec");
@@ -89,12 +80,7 @@ fn detections_match_the_python_reference() {
             let near_threshold =
                 |s: f64| (s - params.score_threshold as f64).abs() <= 2.0 * SCORE_TOL;
             for want in img["boxes"].as_array().expect("boxes") {
-                let wb: Vec<f64> = want["bbox"]
-                    .as_array()
-                    .expect("bbox")
-                    .iter()
-                    .filter_map(|v| v.as_f64())
-                    .collect();
+                let wb = floats(&want["bbox"]);
                 let ws = want["score"].as_f64().expect("score");
                 let found = ours.iter().enumerate().find(|(i, d)| {
                     let b: [f32; 4] = d.bbox.into();
@@ -150,7 +136,7 @@ fn detections_match_the_python_reference() {
 
 #[test]
 fn embeddings_match_the_python_reference() {
-    let g = load(&root().join("tests/data/golden/embedder.json"));
+    let g = read_json(&root().join("tests/data/golden/embedder.json"));
     let spec = ModelSpec::embedder(&root().join(g["model_config"].as_str().expect("model_config")))
         .expect("spec");
     let mut emb = Embedder::build(&spec, &SessionOptions::default(), None).expect("embedder");
@@ -167,12 +153,7 @@ fn embeddings_match_the_python_reference() {
             .embed(&frame, &[(b[0], b[1], b[2] - b[0], b[3] - b[1])])
             .expect("embed")
             .remove(0);
-        let want: Vec<f64> = c["embedding"]
-            .as_array()
-            .expect("embedding")
-            .iter()
-            .filter_map(|v| v.as_f64())
-            .collect();
+        let want = floats(&c["embedding"]);
         assert_eq!(ours.len(), want.len());
         let cos: f64 = ours.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
         worst = worst.min(cos);
@@ -220,7 +201,7 @@ fn poses_match_the_python_reference() {
     const PX_TOL: f64 = 0.05;
     const PROB_TOL: f64 = 1e-3;
     const COUNT_TOL: i64 = 8;
-    let g = load(&root().join("tests/data/golden/pose_full.json"));
+    let g = read_json(&root().join("tests/data/golden/pose_full.json"));
     let spec = ModelSpec::pose(&root().join(g["model_config"].as_str().expect("model_config")))
         .expect("spec");
     let mut pose = PoseEstimator::build(&spec, &SessionOptions::default(), None).expect("pose");

@@ -118,7 +118,7 @@ fn a_connection_flood_neither_stops_the_pipeline_nor_locks_clients_out() {
         }
     });
     d.wait_ready(Duration::from_secs(120));
-    let addr: SocketAddr = d.base.trim_start_matches("http://").parse().expect("addr");
+    let addr: SocketAddr = d.addr.parse().expect("addr");
     // A fresh connection per request, as a display reconnecting would make.
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -174,7 +174,7 @@ fn a_connection_flood_neither_stops_the_pipeline_nor_locks_clients_out() {
             assert!(
                 matches!(status, Ok(200)),
                 "{path} during the flood: {r:?}\n{}",
-                d.stderr_text()
+                d.log()
             );
             latencies.push(t.elapsed());
         }

@@ -3,13 +3,13 @@
 //! the demo config, the unit installed, a second run that keeps config and token, and a clear
 //! refusal of `--gpu` without a GPU build of ONNX Runtime.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{assert_success, root};
 
 fn install(args: &[&str]) -> Output {
     Command::new(root().join("scripts/install"))
@@ -88,42 +88,49 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
         );
     }
     assert_eq!(cfg["catalog"]["index"], demo["catalog"]["index"]);
-    for key in [
-        "versions_kept",
-        "upload_limit_mb",
-        "unpack_limit_mb",
-        "import_threads",
-        "import_nice",
-        "receive_timeout_s",
-    ] {
-        assert_eq!(cfg["catalog"][key], demo["catalog"][key], "catalog.{key}");
-    }
-    for key in ["max_connections", "header_timeout_s", "idle_timeout_s"] {
-        assert_eq!(cfg["server"][key], demo["server"][key], "server.{key}");
-    }
-    for key in [
-        "min_confidence",
-        "min_visibility",
-        "mask_threshold",
-        "background",
-        "min_garment_share",
-        "refresh_ms",
-    ] {
-        assert_eq!(cfg["pose"][key], demo["pose"][key], "pose.{key}");
-    }
-    for key in ["intra_threads", "spinning", "require_gpu"] {
-        assert_eq!(cfg["runtime"][key], demo["runtime"][key], "runtime.{key}");
-    }
-    for key in [
-        "score_threshold",
-        "iou_threshold",
-        "max_detections",
-        "resize",
-    ] {
-        assert_eq!(
-            cfg["detector"][key], demo["detector"][key],
-            "detector.{key}"
-        );
+    // The tuning the installer copies from the demo config, key by key.
+    let tuning: [(&str, &[&str]); 5] = [
+        (
+            "catalog",
+            &[
+                "versions_kept",
+                "upload_limit_mb",
+                "unpack_limit_mb",
+                "import_threads",
+                "import_nice",
+                "receive_timeout_s",
+            ],
+        ),
+        (
+            "server",
+            &["max_connections", "header_timeout_s", "idle_timeout_s"],
+        ),
+        (
+            "pose",
+            &[
+                "min_confidence",
+                "min_visibility",
+                "mask_threshold",
+                "background",
+                "min_garment_share",
+                "refresh_ms",
+            ],
+        ),
+        ("runtime", &["intra_threads", "spinning", "require_gpu"]),
+        (
+            "detector",
+            &[
+                "score_threshold",
+                "iou_threshold",
+                "max_detections",
+                "resize",
+            ],
+        ),
+    ];
+    for (section, keys) in tuning {
+        for key in keys {
+            assert_eq!(cfg[section][key], demo[section][key], "{section}.{key}");
+        }
     }
     assert_eq!(
         cfg["detector"]["model"].as_str(),
@@ -173,11 +180,7 @@ fn install_stages_binary_runtime_models_catalog_config_token_and_unit() {
         .env_remove("ORT_DYLIB_PATH")
         .output()
         .expect("run the installed vitrine");
-    assert!(
-        out.status.success(),
-        "the installed config does not validate:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "the installed config does not validate");
 
     let unit = std::fs::read_to_string(p.join("etc/systemd/system/vitrine.service"))
         .expect("unit installed");

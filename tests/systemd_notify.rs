@@ -6,23 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
-use common::{bin, config_in, root};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Daemon, config_with_frames, demo_frames};
 
 /// Notifications received within `window`.
 fn drain(sock: &UnixDatagram, window: Duration) -> Vec<String> {
@@ -55,58 +44,21 @@ fn move_all(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn ready_watchdog_from_frames_and_stopping_on_sigterm() {
     let dir = tempfile::tempdir().expect("tmp");
-    let frames = dir.path().join("frames");
+    let frames = demo_frames(dir.path(), 6);
     let away = dir.path().join("away");
-    std::fs::create_dir_all(&frames).expect("mkdir");
     std::fs::create_dir_all(&away).expect("mkdir");
-    for i in 0..6 {
-        let name = format!("vtest_{i:04}.jpg");
-        std::fs::copy(
-            root().join("models/demo/frames").join(&name),
-            frames.join(&name),
-        )
-        .expect("copy");
-    }
-    let cfg = config_in(dir.path(), |t| {
-        t.replace(
-            &format!("{}/models/demo/frames", root().display()),
-            &frames.display().to_string(),
-        )
-    });
+    let cfg = config_with_frames(dir.path(), &frames, |t| t);
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
 
-    let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", &sock_path)
-        // 2 s: the daemon pings at most every 0.5 s.
-        .env("WATCHDOG_USEC", "2000000")
-        .env_remove("WATCHDOG_PID")
-        .env("RUST_LOG", "warn,vitrine=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start vitrine");
-    let out = child.stdout.take().expect("stdout");
-    let d = Killed(child);
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    let d = Daemon::start_with(&["--config", cfg.to_str().expect("utf8")], |c| {
+        c.env("NOTIFY_SOCKET", &sock_path)
+            // 2 s: the daemon pings at most every 0.5 s.
+            .env("WATCHDOG_USEC", "2000000")
+            .env_remove("WATCHDOG_PID");
     });
-    let mut addr = None;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            addr = rest.split('/').next().map(String::from);
-        }
-        if line.contains("vitrine ready") {
-            break;
-        }
-    }
-    let addr = addr.expect("the daemon listened");
+    d.wait_ready(Duration::from_secs(120));
+    let addr = d.addr.clone();
 
     // Start-up: status lines, pings while loading, then READY=1 once it is ready.
     let msgs = drain(&sock, Duration::from_millis(300));
@@ -149,12 +101,8 @@ fn ready_watchdog_from_frames_and_stopping_on_sigterm() {
     let n = page.read(&mut first).expect("response");
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
 
-    let pid = d.0.id();
     let sent = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
+    d.sigterm();
     let msgs = drain(&sock, Duration::from_millis(500));
     assert!(
         msgs.iter().any(|m| m.starts_with("STOPPING=1")),
@@ -164,17 +112,7 @@ fn ready_watchdog_from_frames_and_stopping_on_sigterm() {
     let mut rest = Vec::new();
     let _ = page.read_to_end(&mut rest);
     // ...and the process exits cleanly well within systemd's TimeoutStopSec.
-    let mut d = d;
-    let status = loop {
-        if let Some(s) = d.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(15),
-            "vitrine did not exit within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = d.wait_exit(sent, Duration::from_secs(15));
     assert!(status.success(), "clean exit: {status:?}");
     eprintln!("exited {:.2} s after SIGTERM", sent.elapsed().as_secs_f64());
 }

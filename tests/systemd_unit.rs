@@ -3,12 +3,12 @@
 //! what the appliance relies on (notify, watchdog, restart, validate first, state directory,
 //! cameras allowed, the token's environment file).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::root;
 
 fn systemd_analyze() -> &'static str {
     match Command::new("systemd-analyze").arg("--version").output() {
