@@ -3,28 +3,16 @@
 //! `scripts/bootstrap --tests`).
 
 mod common;
+#[path = "promtool_support/mod.rs"]
+mod promtool;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Daemon;
 
-fn promtool() -> String {
-    let bin = std::env::var("VITRINE_PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    match Command::new(&bin).arg("--version").output() {
-        Ok(o) if o.status.success() => bin,
-        _ => panic!(
-            "promtool is not installed: this test checks /metrics with Prometheus's own linter. \
-             Run `scripts/bootstrap --tests` (installs Debian's prometheus package), \
-             or set VITRINE_PROMTOOL to a promtool binary"
-        ),
-    }
-}
-
 #[test]
 fn metrics_of_a_running_daemon_pass_promtool() {
-    let promtool = promtool();
+    promtool::promtool();
     let d = Daemon::start(&[]);
     d.wait_ready(Duration::from_secs(120));
     // Wait for processed frames, and touch a few routes so every label set has samples.
@@ -50,32 +38,21 @@ fn metrics_of_a_running_daemon_pass_promtool() {
         "vitrine_catalog_items 300",
         "vitrine_http_requests_total{route=\"/api/recommendations\",status=\"200\"}",
         "vitrine_display_clients",
+        "vitrine_box_info{box_id=\"",
+        "vitrine_gpu_requested 0",
+        "vitrine_shoppers_seen_total",
+        "vitrine_shopper_dwell_seconds_bucket",
+        "vitrine_garments_recommended_total",
+        "process_cpu_seconds_total",
     ] {
         assert!(text.contains(family), "missing {family} in:\n{text}");
     }
 
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = promtool::run(&common::root(), &["check", "metrics"], Some(&text));
     assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics found problems:\n{report}\n--- metrics ---\n{text}"
+        report.success && report.output.trim().is_empty(),
+        "promtool check metrics found problems:\n{}\n--- metrics ---\n{text}",
+        report.output
     );
     let status = d.terminate(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
