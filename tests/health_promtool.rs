@@ -1,6 +1,7 @@
 //! `/metrics` of the real daemon (replay camera, shipped models, demo catalog), checked by
 //! Prometheus's own linter, `promtool check metrics` (Debian's `prometheus` package, installed by
-//! `scripts/bootstrap --tests`).
+//! `scripts/bootstrap --tests`), once the demo footage's shoppers have had lists shown, so the
+//! audience families that appear only then are checked too.
 
 mod common;
 #[path = "promtool_support/mod.rs"]
@@ -15,10 +16,26 @@ fn metrics_of_a_running_daemon_pass_promtool() {
     promtool::promtool();
     let d = Daemon::start(&[]);
     d.wait_ready(Duration::from_secs(120));
-    // Wait for processed frames, and touch a few routes so every label set has samples.
-    d.poll_json("/api/status", Duration::from_secs(60), |v| {
+    // Wait for shoppers with lists on display, and touch a few routes so every label set has
+    // samples.
+    let status = d.poll_json("/api/status", Duration::from_secs(90), |v| {
         v["pipeline"]["frames_processed"].as_u64().unwrap_or(0) >= 3
+            && v["audience"]["top_items"]["items"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
     });
+    let audience = &status["audience"];
+    assert!(
+        audience["shoppers_seen"].as_u64().unwrap_or(0) >= 1
+            && audience["garments_recommended"].as_u64().unwrap_or(0) >= 1,
+        "{audience}"
+    );
+    let top = &audience["top_items"];
+    assert_eq!(
+        top["catalog_version"], status["catalog"]["version"],
+        "{top}"
+    );
+    assert!(top["items"][0]["id"].is_string() && top["items"][0]["shown"].as_u64() >= Some(1));
     let _ = d.get_json("/api/recommendations");
     let _ = d.get_json("/no/such/page");
     let text = reqwest::blocking::get(d.url("/metrics"))
@@ -43,6 +60,7 @@ fn metrics_of_a_running_daemon_pass_promtool() {
         "vitrine_shoppers_seen_total",
         "vitrine_shopper_dwell_seconds_bucket",
         "vitrine_garments_recommended_total",
+        "vitrine_items_shown_total{group=\"",
         "process_cpu_seconds_total",
     ] {
         assert!(text.contains(family), "missing {family} in:\n{text}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// A histogram over fixed bounds whose every observation is three atomic adds. prometheus-client's
+/// A histogram of durations over fixed bounds whose every observation is three atomic adds. prometheus-client's
 /// own `Histogram` takes a mutex per `observe` (its source carries a TODO to move to atomics), and
 /// the inference thread observes six stage latencies a frame.
 #[derive(Debug, Clone)]
@@ -24,8 +24,9 @@ struct HistogramCells {
     /// lands in none and shows only in the `+Inf` bucket, which is `count`.
     buckets: Box<[AtomicU64]>,
     count: AtomicU64,
-    /// The sum in seconds, as f64 bits.
-    sum: AtomicU64,
+    /// The sum in nanoseconds: a plain add (an f64 sum would need a compare-and-swap loop);
+    /// 2^64 ns is 584 years of latency.
+    sum_ns: AtomicU64,
 }
 
 impl Histogram {
@@ -35,7 +36,7 @@ impl Histogram {
             bounds,
             buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
         }))
     }
 
@@ -49,7 +50,10 @@ impl Histogram {
         if let Some(i) = c.bounds.iter().position(|&b| s <= b) {
             c.buckets[i].fetch_add(1, Ordering::Release);
         }
-        add_f64(&c.sum, s);
+        c.sum_ns.fetch_add(
+            d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     pub fn count(&self) -> u64 {
@@ -58,7 +62,7 @@ impl Histogram {
 
     /// Sum of the observations, in seconds.
     pub fn sum(&self) -> f64 {
-        f64::from_bits(self.0.sum.load(Ordering::Relaxed))
+        self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
 }
 
