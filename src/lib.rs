@@ -106,7 +106,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     hooks: Hooks,
 ) -> Result<(), DaemonError> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::from_settings(&settings));
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -165,17 +165,7 @@ pub async fn run(
     // The catalog's one writer: versions in the data folder, imports, the staff API behind it.
     let on_swap = {
         let metrics = metrics.clone();
-        Box::new(move |c: &Catalog| {
-            metrics.catalog_items.set(c.items.len() as f64);
-            *metrics
-                .catalog_version
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = c.version.clone();
-            *metrics
-                .catalog_label
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = c.label.clone();
-        })
+        Box::new(move |c: &Catalog| metrics.set_catalog(&c.version, &c.label, c.items.len()))
     };
     let service = Arc::new(catalog::import::CatalogService::open(
         catalog::import::ServiceConfig::from_settings(&settings),
@@ -286,10 +276,11 @@ pub async fn run(
     for r in &reports {
         tracing::info!(model = %r.model, provider = %r.in_use, warmup_ms = format!("{:.0}", r.warmup_ms), "model ready");
     }
-    *metrics.providers.lock().unwrap_or_else(|p| p.into_inner()) = reports
-        .iter()
-        .map(|r| (r.model.clone(), r.in_use.clone()))
-        .collect();
+    metrics.set_providers(
+        reports
+            .iter()
+            .map(|r| (r.model.as_str(), r.in_use.as_str())),
+    );
     *providers.write().unwrap_or_else(|p| p.into_inner()) = reports;
     // `load_initial` swapped it in, and its metrics were set on the way (`on_swap`).
     tracing::info!(version = %loaded.version, items = loaded.items.len(), "catalog loaded");

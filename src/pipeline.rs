@@ -19,7 +19,7 @@ use crate::catalog::{Catalog, SharedCatalog};
 use crate::config::PoseSettings;
 use crate::config::Settings;
 use crate::recommend::{GarmentRec, ItemRec, Recommendations, ShopperRec, Tracker};
-use crate::telemetry::{Metrics, Stage};
+use crate::telemetry::{Audience, Metrics, Stage};
 use crate::vision::detector::{DetectTiming, Detector};
 use crate::vision::embedder::Embedder;
 use crate::vision::fusion::Recipe;
@@ -170,6 +170,19 @@ impl Engine {
     /// [`GarmentTrack::last_crop`]: crate::recommend::tracker::GarmentTrack::last_crop
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// Hands what the tracker saw happen to the audience figures, with the catalog version its
+    /// lists were searched in.
+    pub fn record_audience(&mut self, audience: &Audience) {
+        let events = self.tracker.take_audience();
+        if !events.is_empty() {
+            let version = self
+                .catalog_seen
+                .as_ref()
+                .map_or("", |c| c.version.as_str());
+            audience.record(events, version);
+        }
     }
 
     /// Runs the pose model on the people due for it (one run) and gives their tracks the garment
@@ -411,12 +424,11 @@ pub fn record(metrics: &Metrics, t: &FrameTiming, frame: &Frame) {
     metrics
         .frame_to_publish_seconds
         .observe(frame.captured.elapsed());
-    metrics.crops_embedded.add(t.crops as u64);
-    metrics.embeddings_reused.add(t.reused as u64);
-    metrics.people_posed.add(t.people_posed as u64);
-    metrics.garment_share_count.add(t.masked as u64);
-    metrics.garment_share_sum.add(t.share_sum);
-    metrics.garment_crops_skipped.add(t.skipped as u64);
+    metrics.crops_embedded.inc_by(t.crops as u64);
+    metrics.embeddings_reused.inc_by(t.reused as u64);
+    metrics.people_posed.inc_by(t.people_posed as u64);
+    metrics.garment_share.add(t.masked as u64, t.share_sum);
+    metrics.garment_crops_skipped.inc_by(t.skipped as u64);
     metrics.frames_processed.inc();
 }
 
@@ -445,7 +457,7 @@ pub fn run_loop(
                 let t = Instant::now();
                 metrics
                     .shoppers_in_view
-                    .set(recs.shoppers.iter().filter(|s| s.in_view).count() as f64);
+                    .set(recs.shoppers.iter().filter(|s| s.in_view).count() as i64);
                 publish.send_replace(Arc::new(recs));
                 let mut timing = timing;
                 timing.publish += t.elapsed();
@@ -457,5 +469,7 @@ pub fn run_loop(
                 tracing::error!(error = %e, seq = frame.seq, "frame failed");
             }
         }
+        // After a failed frame too: its tracker updates stand.
+        engine.record_audience(&metrics.audience);
     }
 }

@@ -109,7 +109,7 @@ async fn the_event_stream_says_hello_follows_changes_and_ends_at_shutdown() {
         first["shoppers"][0]["garments"][0]["items"][0]["id"],
         "fm-0001"
     );
-    assert_eq!(t.state.metrics.display_clients.get(), 1.0);
+    assert_eq!(t.state.metrics.display_clients.get(), 1);
 
     // The same items in a new frame are not news; new items are.
     t.publish(recs(2, &["fm-0001"])).await;
@@ -128,7 +128,7 @@ async fn the_event_stream_says_hello_follows_changes_and_ends_at_shutdown() {
         .expect("the stream ends promptly");
     assert!(end.is_none(), "no more events after shutdown");
     drop(events);
-    assert_eq!(t.state.metrics.display_clients.get(), 0.0);
+    assert_eq!(t.state.metrics.display_clients.get(), 0);
     assert!(t.state.metrics.display_events.get() >= 2);
 }
 

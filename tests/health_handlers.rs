@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use state::{app, body_bytes, body_json, recs};
 use vitrine::capture::CameraState;
+use vitrine::telemetry::AudienceEvents;
 
 fn reasons(v: &serde_json::Value) -> Vec<String> {
     v["reasons"]
@@ -83,13 +84,11 @@ async fn readyz_names_every_reason_until_all_hold_then_turns_ok() {
 async fn metrics_cover_frames_stages_camera_catalog_http_and_display_clients() {
     let t = app(false, Duration::from_secs(5));
     let m = &t.state.metrics;
-    m.frames_captured.add(12);
-    m.frames_processed.add(10);
-    m.frames_dropped.add(2);
-    m.catalog_items.set(300.0);
-    *m.catalog_version.lock().expect("lock") = "v0002".into();
-    *m.catalog_label.lock().expect("lock") = "demo-1".into();
-    *m.providers.lock().expect("lock") = vec![("detector".into(), "CPUExecutionProvider".into())];
+    m.frames_captured.inc_by(12);
+    m.frames_processed.inc_by(10);
+    m.frames_dropped.inc_by(2);
+    m.set_catalog("v0002", "demo-1", 300);
+    m.set_providers([("detector", "CPUExecutionProvider")]);
     m.stage(vitrine::telemetry::Stage::Detect)
         .observe(Duration::from_millis(12));
     t.state.camera.lock().expect("camera").state = CameraState::Streaming;
@@ -104,7 +103,7 @@ async fn metrics_cover_frames_stages_camera_catalog_http_and_display_clients() {
         r.headers()["content-type"]
             .to_str()
             .expect("ct")
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("text/plain; version=0.0.4; charset=utf-8")
     );
     let text = String::from_utf8(body_bytes(r).await).expect("utf8");
     for line in [
@@ -118,6 +117,11 @@ async fn metrics_cover_frames_stages_camera_catalog_http_and_display_clients() {
         "vitrine_camera_state{state=\"reconnecting\"} 0",
         "vitrine_camera_reconnects_total 0",
         "vitrine_catalog_info{version=\"v0002\",label=\"demo-1\"} 1",
+        "vitrine_box_info{box_id=\"\",store=\"\",version=\"demo-1\"} 1",
+        "vitrine_gpu_requested 0",
+        "vitrine_shoppers_seen_total 0",
+        "vitrine_garments_recommended_total 0",
+        "vitrine_shopper_dwell_seconds_count 0",
         "vitrine_catalog_items 300",
         "vitrine_http_requests_total{route=\"/api/recommendations\",status=\"200\"} 1",
         "vitrine_http_requests_total{route=\"unmatched\",status=\"404\"} 1",
@@ -129,6 +133,10 @@ async fn metrics_cover_frames_stages_camera_catalog_http_and_display_clients() {
             "missing `{line}` in:\n{text}"
         );
     }
+    assert!(
+        !text.contains("# EOF"),
+        "Prometheus text 0.0.4, not OpenMetrics"
+    );
     // Every family has its HELP and TYPE (promtool checks the rest against the real daemon).
     for family in text
         .lines()
@@ -177,4 +185,47 @@ async fn status_reports_version_models_camera_catalog_uptime_and_recent_errors()
         ),
         "{errors:?}"
     );
+}
+
+#[tokio::test]
+async fn status_lists_audience_figures_and_the_most_shown_items_of_the_active_catalog() {
+    let t = app(false, Duration::from_secs(5));
+    let catalog = t.state.catalog.load_full();
+    let m = &t.state.metrics;
+    m.set_catalog(&catalog.version, &catalog.label, catalog.items.len());
+    let group = catalog.item(4).group.clone();
+    m.audience.record(
+        AudienceEvents {
+            shoppers_seen: 3,
+            dwell: vec![Duration::from_secs(4), Duration::from_secs(8)],
+            garments_recommended: 2,
+            shown: vec![(group.clone(), vec![4, 2]), (group.clone(), vec![4])],
+        },
+        &catalog.version,
+    );
+    let v = body_json(t.get("/api/status").await).await;
+    let a = &v["audience"];
+    assert_eq!(a["shoppers_seen"], 3, "{a}");
+    assert_eq!(a["shoppers_gone"], 2);
+    assert_eq!(a["mean_dwell_s"], 6.0);
+    assert_eq!(a["garments_recommended"], 2);
+    assert_eq!(a["top_items"]["catalog_version"], catalog.version.as_str());
+    let items = a["top_items"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{a}");
+    assert_eq!(items[0]["id"], catalog.item(4).id.as_str());
+    assert_eq!(items[0]["name"], catalog.item(4).name.as_str());
+    assert_eq!(items[0]["group"], group.as_str());
+    assert_eq!(items[0]["shown"], 2);
+    assert_eq!(items[1]["id"], catalog.item(2).id.as_str());
+
+    let text = String::from_utf8(body_bytes(t.get("/metrics").await).await).expect("utf8");
+    assert!(
+        text.contains(&format!(
+            "\nvitrine_items_shown_total{{group=\"{group}\"}} 3\n"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nvitrine_shoppers_seen_total 3\n"));
+    assert!(text.contains("\nvitrine_shopper_dwell_seconds_bucket{le=\"5\"} 1\n"));
+    assert!(text.contains("\nvitrine_shopper_dwell_seconds_bucket{le=\"10\"} 2\n"));
 }

@@ -1,36 +1,41 @@
 //! `/metrics` of the real daemon (replay camera, shipped models, demo catalog), checked by
 //! Prometheus's own linter, `promtool check metrics` (Debian's `prometheus` package, installed by
-//! `scripts/bootstrap --tests`).
+//! `scripts/bootstrap --tests`), once the demo footage's shoppers have had lists shown, so the
+//! audience families that appear only then are checked too.
 
 mod common;
+#[path = "promtool_support/mod.rs"]
+mod promtool;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Daemon;
 
-fn promtool() -> String {
-    let bin = std::env::var("VITRINE_PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    match Command::new(&bin).arg("--version").output() {
-        Ok(o) if o.status.success() => bin,
-        _ => panic!(
-            "promtool is not installed: this test checks /metrics with Prometheus's own linter. \
-             Run `scripts/bootstrap --tests` (installs Debian's prometheus package), \
-             or set VITRINE_PROMTOOL to a promtool binary"
-        ),
-    }
-}
-
 #[test]
 fn metrics_of_a_running_daemon_pass_promtool() {
-    let promtool = promtool();
+    promtool::promtool();
     let d = Daemon::start(&[]);
     d.wait_ready(Duration::from_secs(120));
-    // Wait for processed frames, and touch a few routes so every label set has samples.
-    d.poll_json("/api/status", Duration::from_secs(60), |v| {
+    // Wait for shoppers with lists on display, and touch a few routes so every label set has
+    // samples.
+    let status = d.poll_json("/api/status", Duration::from_secs(90), |v| {
         v["pipeline"]["frames_processed"].as_u64().unwrap_or(0) >= 3
+            && v["audience"]["top_items"]["items"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
     });
+    let audience = &status["audience"];
+    assert!(
+        audience["shoppers_seen"].as_u64().unwrap_or(0) >= 1
+            && audience["garments_recommended"].as_u64().unwrap_or(0) >= 1,
+        "{audience}"
+    );
+    let top = &audience["top_items"];
+    assert_eq!(
+        top["catalog_version"], status["catalog"]["version"],
+        "{top}"
+    );
+    assert!(top["items"][0]["id"].is_string() && top["items"][0]["shown"].as_u64() >= Some(1));
     let _ = d.get_json("/api/recommendations");
     let _ = d.get_json("/no/such/page");
     let text = reqwest::blocking::get(d.url("/metrics"))
@@ -50,32 +55,22 @@ fn metrics_of_a_running_daemon_pass_promtool() {
         "vitrine_catalog_items 300",
         "vitrine_http_requests_total{route=\"/api/recommendations\",status=\"200\"}",
         "vitrine_display_clients",
+        "vitrine_box_info{box_id=\"",
+        "vitrine_gpu_requested 0",
+        "vitrine_shoppers_seen_total",
+        "vitrine_shopper_dwell_seconds_bucket",
+        "vitrine_garments_recommended_total",
+        "vitrine_items_shown_total{group=\"",
+        "process_cpu_seconds_total",
     ] {
         assert!(text.contains(family), "missing {family} in:\n{text}");
     }
 
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = promtool::run(&common::root(), &["check", "metrics"], Some(&text));
     assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics found problems:\n{report}\n--- metrics ---\n{text}"
+        report.success && report.output.trim().is_empty(),
+        "promtool check metrics found problems:\n{}\n--- metrics ---\n{text}",
+        report.output
     );
     let status = d.terminate(Duration::from_secs(20));
     assert!(status.success(), "{status:?}");

@@ -156,7 +156,7 @@ fn run(
                     open = true;
                     corrupt_run = 0;
                     set(status, |s| s.state = CameraState::Streaming);
-                    metrics.camera_streaming.set(1.0);
+                    metrics.camera_streaming.set(1);
                 }
                 Err(CaptureError::Config { .. } | CaptureError::Ended { .. }) => {
                     set(status, |s| s.state = CameraState::Stopped);
@@ -168,7 +168,7 @@ fn run(
                         s.state = CameraState::Reconnecting;
                         s.last_error = Some(e.to_string());
                     });
-                    metrics.camera_streaming.set(0.0);
+                    metrics.camera_streaming.set(0);
                     nap(backoff, stop);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -229,7 +229,7 @@ fn run(
             }
             Err(CaptureError::Ended { .. }) => {
                 set(status, |s| s.state = CameraState::Stopped);
-                metrics.camera_streaming.set(0.0);
+                metrics.camera_streaming.set(0);
                 return;
             }
             Err(e) => fail(source, status, metrics, &mut open, e.to_string()),
@@ -249,7 +249,7 @@ fn fail(
     source.close();
     *open = false;
     metrics.camera_reconnects.inc();
-    metrics.camera_streaming.set(0.0);
+    metrics.camera_streaming.set(0);
     set(status, |s| {
         s.state = CameraState::Reconnecting;
         s.last_error = Some(message);

@@ -214,14 +214,14 @@ struct ClientGuard(Arc<Metrics>);
 
 impl ClientGuard {
     fn new(m: Arc<Metrics>) -> Self {
-        m.display_clients.add(1.0);
+        m.display_clients.inc();
         Self(m)
     }
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.display_clients.add(-1.0);
+        self.0.display_clients.dec();
     }
 }
 
@@ -497,7 +497,7 @@ mod tests {
             metrics: metrics.clone(),
             _guard: ClientGuard::new(metrics.clone()),
         };
-        assert_eq!(metrics.display_clients.get(), 1.0);
+        assert_eq!(metrics.display_clients.get(), 1);
         let text = |b: &Result<Bytes, Infallible>| match b {
             Ok(b) => String::from_utf8_lossy(b).into_owned(),
             Err(e) => match *e {},
@@ -520,7 +520,7 @@ mod tests {
             next_event(c).await.is_none(),
             "the stream ends with the feed"
         );
-        assert_eq!(metrics.display_clients.get(), 0.0);
+        assert_eq!(metrics.display_clients.get(), 0);
         assert_eq!(metrics.display_events.get(), 2);
     }
 }

@@ -6,7 +6,6 @@
 //! to look at ("camera … is reconnecting: No such device") rather than only that frames stopped.
 
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
@@ -18,7 +17,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::capture::CameraState;
-use crate::telemetry::{LiveState, camera_state_name};
+use crate::telemetry::{Live, camera_state_name};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -75,22 +74,17 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Everything registered with [`crate::telemetry::Metrics`], in Prometheus's text format 0.0.4:
+/// what every Prometheus scrapes and `promtool check metrics` reads (OpenMetrics text would add
+/// `# EOF` and `_created` series, which neither needs).
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let camera = state.camera.lock().unwrap_or_else(|p| p.into_inner()).state;
     let ready = reasons(&state).is_empty();
-    let started_at = SystemTime::now()
-        .checked_sub(state.started.elapsed())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
         )],
-        state.metrics.render_with(&LiveState {
-            camera,
-            ready,
-            started_at,
-            version: env!("CARGO_PKG_VERSION"),
-        }),
+        state.metrics.scrape(&Live { camera, ready }),
     )
 }

@@ -1,6 +1,7 @@
 //! `/api/status`: everything a technician asks first, as one JSON document — which version runs,
 //! which model files (with checksums) on which execution provider, the camera, the catalog, the
-//! pipeline counters, uptime, readiness and the newest warnings and errors.
+//! pipeline counters, the audience figures with the most shown items, uptime, readiness and the
+//! newest warnings and errors.
 //!
 //! The fixed part ([`StatusInfo`]) is taken from the validated settings once at start-up; the rest
 //! is read from shared state on each request, so the handler never waits on a stage.
@@ -18,8 +19,9 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::AppState;
+use crate::catalog::Catalog;
 use crate::config::Settings;
-use crate::telemetry::{Problem, camera_state_name, recent_problems};
+use crate::telemetry::{Metrics, Problem, TOP_ITEMS, camera_state_name, recent_problems};
 use crate::vision::runtime::Provider;
 
 /// A model file as loaded: where it is and the SHA-256 it was checked against at start-up.
@@ -119,7 +121,70 @@ struct PipelineView {
     frames_corrupt: u64,
     errors: u64,
     last_processed_age_s: Option<f64>,
-    shoppers_in_view: f64,
+    shoppers_in_view: i64,
+}
+
+/// Counts a chain compares stores and catalog versions by; never an image or a track.
+#[derive(Serialize)]
+struct AudienceView {
+    shoppers_seen: u64,
+    /// Shoppers gone from view, and their mean time in view.
+    shoppers_gone: u64,
+    mean_dwell_s: Option<f64>,
+    garments_recommended: u64,
+    top_items: TopItemsView,
+}
+
+/// The items put on display most often under the active catalog version.
+#[derive(Serialize)]
+struct TopItemsView {
+    catalog_version: String,
+    since: String,
+    items: Vec<ShownItem>,
+}
+
+#[derive(Serialize)]
+struct ShownItem {
+    id: String,
+    name: String,
+    group: String,
+    /// Times the item entered a garment's list on the display.
+    shown: u64,
+}
+
+fn audience_view(m: &Metrics, catalog: &Catalog) -> AudienceView {
+    let a = &m.audience;
+    let gone = a.dwell_seconds.count();
+    let top = a.top_items(TOP_ITEMS);
+    // The tally counts positions in one catalog version; another one may have just gone live.
+    let items = if top.version == catalog.version {
+        top.items
+            .iter()
+            .filter(|(i, _)| *i < catalog.items.len())
+            .map(|&(i, shown)| {
+                let it = catalog.item(i);
+                ShownItem {
+                    id: it.id.clone(),
+                    name: it.name.clone(),
+                    group: it.group.clone(),
+                    shown,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    AudienceView {
+        shoppers_seen: a.shoppers_seen.get(),
+        shoppers_gone: gone,
+        mean_dwell_s: (gone > 0).then(|| a.dwell_seconds.sum() / gone as f64),
+        garments_recommended: a.garments_recommended.get(),
+        top_items: TopItemsView {
+            catalog_version: top.version,
+            since: humantime::format_rfc3339_seconds(top.since).to_string(),
+            items,
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -138,7 +203,8 @@ struct Status<'a> {
     camera: CameraView,
     catalog: CatalogView,
     pipeline: PipelineView,
-    display_clients: f64,
+    audience: AudienceView,
+    display_clients: i64,
     debug_view: bool,
     last_errors: Vec<Problem>,
 }
@@ -207,6 +273,7 @@ async fn status(State(state): State<AppState>) -> Response {
             last_processed_age_s: age(last_processed),
             shoppers_in_view: m.shoppers_in_view.get(),
         },
+        audience: audience_view(m, &catalog),
         display_clients: m.display_clients.get(),
         debug_view: info.debug_view,
         last_errors: recent_problems(),

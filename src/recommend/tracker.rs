@@ -5,12 +5,17 @@
 //! ([`Tracker::pose_requests`]: new, moved, grown or aged, like a garment's embedding). The
 //! garment regions found then are kept relative to the person box ([`BodyLayout`]) and follow the
 //! shopper's box between pose runs, so the model runs only when garments are re-embedded.
+//!
+//! It also notes what the audience figures count ([`AudienceEvents`]): people coming into view and
+//! how long they stayed, garments given a list, lists put on display. The inference thread takes
+//! them after each frame ([`Tracker::take_audience`]).
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Hit;
+use crate::telemetry::AudienceEvents;
 use crate::vision::embedder::l2_normalise;
 use crate::vision::garment::GarmentCrop;
 use crate::vision::geometry::PixelBox;
@@ -150,6 +155,8 @@ pub struct GarmentTrack {
     pending: Option<(Vec<usize>, u32)>,
     /// The crop (rectangle and person mask) of the last embedding.
     crop: Option<GarmentCrop>,
+    /// A list has been shown for it (the audience counts each garment once).
+    recommended: bool,
 }
 
 impl GarmentTrack {
@@ -228,6 +235,8 @@ pub struct Track {
     pub person: bool,
     pub garments: Vec<GarmentTrack>,
     body: Option<BodyState>,
+    /// When the audience figures started counting this track: the first frame it was a person.
+    counted_at: Option<Instant>,
 }
 
 impl Track {
@@ -259,6 +268,7 @@ pub struct Tracker {
     settings: TrackerSettings,
     tracks: Vec<Track>,
     next_id: u64,
+    audience: AudienceEvents,
 }
 
 impl Tracker {
@@ -267,6 +277,7 @@ impl Tracker {
             settings,
             tracks: Vec::new(),
             next_id: 1,
+            audience: AudienceEvents::default(),
         }
     }
 
@@ -319,14 +330,34 @@ impl Tracker {
                         person,
                         garments,
                         body: None,
+                        counted_at: None,
                     });
                     self.next_id += 1;
                 }
             }
         }
+        // A shopper counts once, from the first frame they are a person: a lone garment is not
+        // one yet, and becomes one when its person box is found.
+        for t in self.tracks.iter_mut() {
+            if t.in_view && t.person && t.counted_at.is_none() {
+                t.counted_at = Some(now);
+                self.audience.shoppers_seen += 1;
+            }
+        }
         let timeout = self.settings.timeout_ms;
-        self.tracks
-            .retain(|t| now.saturating_duration_since(t.last_seen) <= timeout);
+        let dwell = &mut self.audience.dwell;
+        self.tracks.retain(|t| {
+            let keep = now.saturating_duration_since(t.last_seen) <= timeout;
+            if let (false, Some(since)) = (keep, t.counted_at) {
+                dwell.push(t.last_seen.saturating_duration_since(since));
+            }
+            keep
+        });
+    }
+
+    /// What the audience figures count that happened since the last call.
+    pub fn take_audience(&mut self) -> AudienceEvents {
+        std::mem::take(&mut self.audience)
     }
 
     /// Garments of shoppers in view whose embedding is missing, stale, or taken at a box that has
@@ -501,6 +532,9 @@ impl Tracker {
         let ids: Vec<usize> = hits.iter().map(|h| h.item).collect();
         let shown: Vec<usize> = g.shown.iter().map(|h| h.item).collect();
         if g.shown.is_empty() || ids == shown || confirm <= 1 {
+            if ids != shown {
+                note_shown(&mut self.audience, g, ids);
+            }
             g.shown = hits;
             g.pending = None;
             return;
@@ -510,6 +544,7 @@ impl Tracker {
             _ => 1,
         };
         if count >= confirm {
+            note_shown(&mut self.audience, g, ids);
             g.shown = hits;
             g.pending = None;
         } else {
@@ -525,6 +560,18 @@ impl Tracker {
             g.dirty = g.embedding.is_some();
         }
     }
+}
+
+/// Notes a list going on display for the audience figures: its items, and the garment's first list.
+fn note_shown(audience: &mut AudienceEvents, g: &mut GarmentTrack, items: Vec<usize>) {
+    if items.is_empty() {
+        return;
+    }
+    if !g.recommended {
+        g.recommended = true;
+        audience.garments_recommended += 1;
+    }
+    audience.shown.push((g.group.clone(), items));
 }
 
 /// Whether a garment box moved or changed size enough since `then` that its look may have changed.
@@ -577,6 +624,7 @@ fn merge_garments(garments: &mut Vec<GarmentTrack>, s: ShopperRegions) {
                 shown: Vec::new(),
                 pending: None,
                 crop: None,
+                recommended: false,
             }),
         }
     }
@@ -837,5 +885,40 @@ mod tests {
         );
         t.offer(0, 0, hits(&[4, 5, 6]));
         assert_eq!(t.tracks()[0].garments[0].shown, hits(&[4, 5, 6]));
+    }
+
+    #[test]
+    fn audience_counts_people_once_their_dwell_when_gone_and_each_list_put_on_display() {
+        let mut t = Tracker::new(TrackerSettings::default());
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut shoe = shopper(500.0);
+        shoe.person = false;
+        t.update(vec![shopper(0.0), shoe.clone()], t0);
+        t.update(vec![shopper(10.0), shoe.clone()], ms(2000));
+        t.offer(0, 0, hits(&[1, 2, 3]));
+        t.offer(0, 0, hits(&[1, 2, 3])); // the same list again: nothing new on display
+        t.offer(0, 0, hits(&[4, 5, 6]));
+        t.offer(0, 0, hits(&[4, 5, 6])); // confirmed: the second list goes on display
+        t.offer(1, 0, vec![]); // nothing found: nothing shown
+        assert_eq!(
+            t.take_audience(),
+            AudienceEvents {
+                shoppers_seen: 1,
+                dwell: vec![],
+                garments_recommended: 1,
+                shown: vec![("top".into(), vec![1, 2, 3]), ("top".into(), vec![4, 5, 6])],
+            },
+            "the lone garment is not a shopper"
+        );
+        assert!(t.take_audience().is_empty(), "taken once");
+
+        // The person leaves; once the timeout passes they are gone, after 2 s in view.
+        t.update(vec![shoe.clone()], ms(3000));
+        assert!(t.take_audience().is_empty());
+        t.update(vec![shoe], ms(3600));
+        let ev = t.take_audience();
+        assert_eq!(ev.dwell, vec![Duration::from_millis(2000)]);
+        assert_eq!(ev.shoppers_seen, 0);
     }
 }
