@@ -372,13 +372,7 @@ pub async fn run(
 pub fn check_models(settings: &Settings) -> Result<(), config::ConfigError> {
     let mut problems = Vec::new();
     let lib = settings.runtime.library.as_deref();
-    if let Err(e) = vision::detector::Detector::build(
-        &settings.detector.spec,
-        &settings.runtime.session,
-        lib,
-        settings.detector.nms,
-        settings.detector.resize,
-    ) {
+    if let Err(e) = vision::detector::Detector::build(&settings.detector, &settings.runtime) {
         problems.push(e.to_string());
     }
     if let Err(e) =
@@ -409,13 +403,7 @@ pub fn detect_images(
     images: &[std::path::PathBuf],
     out: &mut dyn std::io::Write,
 ) -> Result<(), DaemonError> {
-    let mut det = vision::detector::Detector::build(
-        &settings.detector.spec,
-        &settings.runtime.session,
-        settings.runtime.library.as_deref(),
-        settings.detector.nms,
-        settings.detector.resize,
-    )?;
+    let mut det = vision::detector::Detector::build(&settings.detector, &settings.runtime)?;
     for path in images {
         let img = capture::replay::read_image(path).map_err(DaemonError::Internal)?;
         let dets = det.detect(&img)?;

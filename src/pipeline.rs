@@ -102,13 +102,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn build(settings: &Settings, catalog: SharedCatalog) -> Result<Self, ModelError> {
-        let detector = Detector::build(
-            &settings.detector.spec,
-            &settings.runtime.session,
-            settings.runtime.library.as_deref(),
-            settings.detector.nms,
-            settings.detector.resize,
-        )?;
+        let detector = Detector::build(&settings.detector, &settings.runtime)?;
         let embedder = Embedder::build(
             &settings.embedder.spec,
             &settings.runtime.session,
