@@ -91,7 +91,6 @@ pub struct Engine {
     catalog_seen: Option<Arc<Catalog>>,
     top_k: usize,
     ef: usize,
-    image_base: String,
     /// Benchmarks only: also run exact search and count how often the index's top-k equals it.
     pub check_exact: bool,
     pub exact_checked: usize,
@@ -136,7 +135,6 @@ impl Engine {
             catalog_seen: None,
             top_k: settings.recommend.top_k,
             ef: settings.catalog.index.ef_search,
-            image_base: "/catalog/images/".into(),
             check_exact: false,
             exact_checked: 0,
             exact_equal: 0,
@@ -362,11 +360,7 @@ impl Engine {
                                     category: it.category.clone(),
                                     price: it.price,
                                     currency: it.currency.clone(),
-                                    image: format!(
-                                        "{}{}",
-                                        self.image_base,
-                                        it.image.trim_start_matches("images/")
-                                    ),
+                                    image: it.image.clone(),
                                     similarity: h.similarity,
                                 }
                             })
