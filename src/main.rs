@@ -266,38 +266,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// `vitrine serve`: the daemon until SIGTERM or ctrl-c.
+fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
+    let mut settings = load(config)?;
+    if let Some(l) = listen {
+        settings.server.listen = l
+            .parse()
+            .with_context(|| format!("--listen {l}: expected address:port, e.g. 127.0.0.1:8080"))?;
+    }
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let hooks = vitrine::Hooks {
+        on_listen: Box::new(|addr| {
+            println!(
+                "vitrine listening on http://{addr}/ (recommendations: http://{addr}/api/recommendations)"
+            );
+        }),
+        on_ready: Box::new(|| println!("vitrine ready")),
+        on_staff_listen: Box::new(|addr| {
+            println!("vitrine staff API listening on http://{addr}/api/catalog");
+        }),
+        ..Default::default()
+    };
+    // Under systemd (Type=notify): READY=1, watchdog pings from the pipeline, STOPPING=1.
+    let (hooks, stopping) =
+        vitrine::systemd::with_notify(hooks, vitrine::systemd::Notifier::from_env());
+    let shutdown = async move {
+        shutdown_signal().await;
+        stopping();
+    };
+    rt.block_on(vitrine::run(settings, shutdown, hooks))?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, listen } => {
-            let mut settings = load(config)?;
-            if let Some(l) = listen {
-                settings.server.listen = l.parse().with_context(|| {
-                    format!("--listen {l}: expected address:port, e.g. 127.0.0.1:8080")
-                })?;
-            }
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let hooks = vitrine::Hooks {
-                on_listen: Box::new(|addr| {
-                    println!(
-                        "vitrine listening on http://{addr}/ (recommendations: http://{addr}/api/recommendations)"
-                    );
-                }),
-                on_ready: Box::new(|| println!("vitrine ready")),
-                on_staff_listen: Box::new(|addr| {
-                    println!("vitrine staff API listening on http://{addr}/api/catalog");
-                }),
-                ..Default::default()
-            };
-            // Under systemd (Type=notify): READY=1, watchdog pings from the pipeline, STOPPING=1.
-            let (hooks, stopping) =
-                vitrine::systemd::with_notify(hooks, vitrine::systemd::Notifier::from_env());
-            let shutdown = async move {
-                shutdown_signal().await;
-                stopping();
-            };
-            rt.block_on(vitrine::run(settings, shutdown, hooks))?;
-            Ok(())
-        }
+        Command::Serve { config, listen } => serve(config, listen),
         Command::Validate { config } => {
             let settings = load(config)?;
             vitrine::check_models(&settings)?;

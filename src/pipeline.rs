@@ -9,7 +9,6 @@
 //! never leave it (`Session::run` needs `&mut`), so HTTP handlers never wait on a model.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -19,6 +18,7 @@ use crate::catalog::{Catalog, SharedCatalog};
 use crate::config::PoseSettings;
 use crate::config::Settings;
 use crate::recommend::{GarmentRec, ItemRec, Recommendations, ShopperRec, Tracker};
+use crate::shutdown::Stop;
 use crate::telemetry::{Audience, Metrics, Stage};
 use crate::vision::detector::{DetectTiming, Detector};
 use crate::vision::embedder::Embedder;
@@ -91,7 +91,6 @@ pub struct Engine {
     catalog_seen: Option<Arc<Catalog>>,
     top_k: usize,
     ef: usize,
-    image_base: String,
     /// Benchmarks only: also run exact search and count how often the index's top-k equals it.
     pub check_exact: bool,
     pub exact_checked: usize,
@@ -102,13 +101,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn build(settings: &Settings, catalog: SharedCatalog) -> Result<Self, ModelError> {
-        let detector = Detector::build(
-            &settings.detector.spec,
-            &settings.runtime.session,
-            settings.runtime.library.as_deref(),
-            settings.detector.nms,
-            settings.detector.resize,
-        )?;
+        let detector = Detector::build(&settings.detector, &settings.runtime)?;
         let embedder = Embedder::build(
             &settings.embedder.spec,
             &settings.runtime.session,
@@ -142,7 +135,6 @@ impl Engine {
             catalog_seen: None,
             top_k: settings.recommend.top_k,
             ef: settings.catalog.index.ef_search,
-            image_base: "/catalog/images/".into(),
             check_exact: false,
             exact_checked: 0,
             exact_equal: 0,
@@ -381,11 +373,7 @@ impl Engine {
                                     category: it.category.clone(),
                                     price: it.price,
                                     currency: it.currency.clone(),
-                                    image: format!(
-                                        "{}{}",
-                                        self.image_base,
-                                        it.image.trim_start_matches("images/")
-                                    ),
+                                    image: it.image.clone(),
                                     similarity: h.similarity,
                                 }
                             })
@@ -432,20 +420,55 @@ pub fn record(metrics: &Metrics, t: &FrameTiming, frame: &Frame) {
     metrics.frames_processed.inc();
 }
 
-/// The inference loop: takes frames until the slot closes, publishes each result.
-pub fn run_loop(
-    mut engine: Engine,
+/// Where the inference stage's results go.
+pub struct Outputs {
+    /// The newest recommendations, for the HTTP side.
+    pub publish: watch::Sender<Arc<Recommendations>>,
+    pub metrics: Arc<Metrics>,
+    /// Called after every published frame: readiness, the debug view, the systemd watchdog.
+    pub heartbeat: Arc<dyn Fn(&Frame) + Send + Sync>,
+}
+
+/// The inference stage once started: its thread, and word of its models.
+pub struct Started {
+    pub thread: std::thread::JoinHandle<()>,
+    /// Each model's provider report once all are built and warm, or why one could not be.
+    pub ready: tokio::sync::oneshot::Receiver<Result<Vec<ProviderReport>, ModelError>>,
+}
+
+/// Starts the inference thread. It builds and warms the models there (the sessions never leave
+/// it), answers on [`Started::ready`], then processes frames from `slot` until the slot closes
+/// or `stop` is set. A model that fails to build ends the thread after its answer.
+pub fn start(
+    settings: &Settings,
+    catalog: SharedCatalog,
     slot: Arc<LatestSlot>,
-    publish: watch::Sender<Arc<Recommendations>>,
-    metrics: Arc<Metrics>,
-    heartbeat: Arc<dyn Fn(&Frame) + Send + Sync>,
-    stop: Arc<AtomicBool>,
-) {
+    out: Outputs,
+    stop: Stop,
+) -> std::io::Result<Started> {
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let settings = settings.clone();
+    let thread = std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || match Engine::build(&settings, catalog) {
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+            Ok(engine) => {
+                let _ = ready_tx.send(Ok(engine.providers()));
+                run_loop(engine, &slot, &out, &stop);
+            }
+        })?;
+    Ok(Started { thread, ready })
+}
+
+/// The inference loop: takes frames until the slot closes, publishes each result.
+pub fn run_loop(mut engine: Engine, slot: &LatestSlot, out: &Outputs, stop: &Stop) {
     loop {
         let frame = match slot.take(Duration::from_millis(500)) {
             Err(()) => break,
             Ok(None) => {
-                if stop.load(Ordering::Relaxed) {
+                if stop.is_set() {
                     break;
                 }
                 continue;
@@ -455,17 +478,17 @@ pub fn run_loop(
         match engine.process(&frame) {
             Ok((recs, timing)) => {
                 let t = Instant::now();
-                metrics
+                out.metrics
                     .shoppers_in_view
                     .set(recs.shoppers.iter().filter(|s| s.in_view).count() as i64);
-                publish.send_replace(Arc::new(recs));
+                out.publish.send_replace(Arc::new(recs));
                 let mut timing = timing;
                 timing.publish += t.elapsed();
-                record(&metrics, &timing, &frame);
-                heartbeat(&frame);
+                record(&out.metrics, &timing, &frame);
+                (out.heartbeat)(&frame);
             }
             Err(e) => {
-                metrics.pipeline_errors.inc();
+                out.metrics.pipeline_errors.inc();
                 tracing::error!(error = %e, seq = frame.seq, "frame failed");
             }
         }

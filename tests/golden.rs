@@ -8,6 +8,7 @@ mod common;
 use common::{floats, read_json, root};
 use vitrine::capture::replay::read_image;
 use vitrine::config::model::ModelSpec;
+use vitrine::config::{DetectorSettings, RuntimeSettings};
 use vitrine::vision::detector::Detector;
 use vitrine::vision::embedder::Embedder;
 use vitrine::vision::geometry::{NmsParams, PixelBox};
@@ -55,8 +56,16 @@ fn detections_match_the_python_reference() {
             Some("letterbox") => ResizeMode::Letterbox,
             _ => ResizeMode::Stretch,
         };
-        let mut det = Detector::build(&spec, &SessionOptions::default(), None, params, resize)
-            .expect("detector");
+        let settings = DetectorSettings {
+            spec,
+            nms: params,
+            resize,
+        };
+        let runtime = RuntimeSettings {
+            library: None,
+            session: SessionOptions::default(),
+        };
+        let mut det = Detector::build(&settings, &runtime).expect("detector");
         let (mut compared, mut worst_px, mut worst_score) = (0, 0f64, 0f64);
         // One preparer for all frames, so later frames are made in the buffers of earlier ones.
         let mut preparer = det.preparer();

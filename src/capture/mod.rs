@@ -20,6 +20,24 @@ use serde::{Deserialize, Serialize};
 
 pub use supervisor::{CameraState, CameraStatus, StatusHandle};
 
+use crate::shutdown::Stop;
+use crate::telemetry::Metrics;
+use crate::vision::detector::InputPreparer;
+
+/// Starts the capture stage: opens the configured source on its own thread (see
+/// [`supervisor::spawn`]), which feeds `slot` until `stop` is set and reports on `status`.
+/// `preparer` makes each frame's detector input on that thread.
+pub fn start(
+    config: &SourceConfig,
+    preparer: Option<InputPreparer>,
+    slot: Arc<LatestSlot>,
+    status: StatusHandle,
+    metrics: Arc<Metrics>,
+    stop: Stop,
+) -> Result<std::thread::JoinHandle<()>, CaptureError> {
+    supervisor::spawn(config.build()?, slot, status, metrics, stop, preparer)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// One bad frame: skip it, count it, carry on.
@@ -43,6 +61,9 @@ pub enum CaptureError {
     /// A finite source has no more frames.
     #[error("{source_name} has no more frames")]
     Ended { source_name: String },
+    /// The capture thread could not be started (the process is out of threads or memory).
+    #[error("cannot start the capture thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// What a source hands over: the decoded image, when its bytes arrived (before decoding, so

@@ -5,7 +5,6 @@
 //! (streaming / reconnecting, last error, reconnect count) is shared for health endpoints. A run
 //! of corrupt frames (a camera sending garbage) is treated as a failure too.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +13,7 @@ use serde::Serialize;
 #[cfg(test)]
 use super::RawFrame;
 use super::{CaptureError, Frame, FrameSource, LatestSlot};
+use crate::shutdown::Stop;
 use crate::telemetry::Metrics;
 use crate::vision::detector::InputPreparer;
 
@@ -43,33 +43,43 @@ pub struct CameraStatus {
     pub last_frame_at: Option<String>,
 }
 
+impl CameraStatus {
+    /// The status of a source not opened yet.
+    pub fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            state: CameraState::Opening,
+            last_error: None,
+            reconnects: 0,
+            last_frame: None,
+            last_frame_at: None,
+        }
+    }
+}
+
+/// The camera's status, made once by `run` and shared: the capture thread writes it, the health
+/// and status endpoints read it.
 pub type StatusHandle = Arc<Mutex<CameraStatus>>;
 
 fn set<F: FnOnce(&mut CameraStatus)>(status: &StatusHandle, f: F) {
     f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
-/// Starts the capture thread. It stops when `stop` is set, then closes the slot so the
-/// inference stage drains and ends too. With a `preparer` the thread also makes each frame's
-/// detector input (the resize to the model's size) after decoding it: on two cores that work then
-/// overlaps the previous frame's inference instead of adding to it.
+/// Starts the capture thread, which reports on `status` (from now on about this source). It
+/// stops when `stop` is set, then closes the slot so the inference stage drains and ends too.
+/// With a `preparer` the thread also makes each frame's detector input (the resize to the
+/// model's size) after decoding it: on two cores that work then overlaps the previous frame's
+/// inference instead of adding to it.
 pub fn spawn(
     mut source: Box<dyn FrameSource>,
     slot: Arc<LatestSlot>,
+    status: StatusHandle,
     metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     mut preparer: Option<InputPreparer>,
-) -> (StatusHandle, std::thread::JoinHandle<()>) {
-    let status: StatusHandle = Arc::new(Mutex::new(CameraStatus {
-        source: source.name(),
-        state: CameraState::Opening,
-        last_error: None,
-        reconnects: 0,
-        last_frame: None,
-        last_frame_at: None,
-    }));
-    let st = status.clone();
-    let handle = std::thread::Builder::new()
+) -> Result<std::thread::JoinHandle<()>, CaptureError> {
+    *status.lock().unwrap_or_else(|p| p.into_inner()) = CameraStatus::new(source.name());
+    std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
             run(
@@ -77,20 +87,19 @@ pub fn spawn(
                 &slot,
                 &metrics,
                 &stop,
-                &st,
+                &status,
                 preparer.as_mut(),
             );
             source.close();
             slot.close();
         })
-        .unwrap_or_else(|e| panic!("cannot start the capture thread: {e}"));
-    (status, handle)
+        .map_err(CaptureError::Thread)
 }
 
 /// Sleeps up to `d`, waking early when asked to stop.
-fn nap(d: Duration, stop: &AtomicBool) {
+fn nap(d: Duration, stop: &Stop) {
     let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         let now = Instant::now();
         if now >= end {
             break;
@@ -139,7 +148,7 @@ fn run(
     source: &mut dyn FrameSource,
     slot: &LatestSlot,
     metrics: &Metrics,
-    stop: &AtomicBool,
+    stop: &Stop,
     status: &StatusHandle,
     mut preparer: Option<&mut InputPreparer>,
 ) {
@@ -149,7 +158,7 @@ fn run(
     let mut corrupt_log = RateLimit::new(CORRUPT_LOG_EVERY);
     let mut seq = 0u64;
     let consumer_paced = source.paced_by_consumer();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         if !open {
             match source.open() {
                 Ok(()) => {
@@ -340,13 +349,26 @@ mod tests {
         };
         let slot = LatestSlot::new();
         let metrics = Arc::new(Metrics::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (status, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop, None);
+        let (_stages, stop) = crate::shutdown::channel();
+        let status = Arc::new(Mutex::new(CameraStatus::new("not started")));
+        let handle = spawn(
+            Box::new(src),
+            slot.clone(),
+            status.clone(),
+            metrics.clone(),
+            stop,
+            None,
+        )
+        .expect("capture thread");
         handle.join().expect("capture thread");
         assert_eq!(metrics.frames_captured.get(), 4);
         assert_eq!(metrics.frames_corrupt.get(), 1);
         assert_eq!(metrics.camera_reconnects.get(), 1);
         let st = status.lock().expect("status").clone();
+        assert_eq!(
+            st.source, "scripted",
+            "the status names the source once it starts"
+        );
         assert_eq!(st.reconnects, 1);
         assert_eq!(st.state, CameraState::Stopped);
         assert!(
@@ -372,8 +394,17 @@ mod tests {
             };
             let slot = LatestSlot::new();
             let metrics = Arc::new(Metrics::default());
-            let stop = Arc::new(AtomicBool::new(false));
-            let (_, handle) = spawn(Box::new(src), slot.clone(), metrics.clone(), stop, None);
+            let (_stages, stop) = crate::shutdown::channel();
+            let status = Arc::new(Mutex::new(CameraStatus::new("not started")));
+            let handle = spawn(
+                Box::new(src),
+                slot.clone(),
+                status,
+                metrics.clone(),
+                stop,
+                None,
+            )
+            .expect("capture thread");
             // A pipeline five times slower than the source.
             let mut taken = 0;
             while let Ok(f) = slot.take(Duration::from_secs(5)) {

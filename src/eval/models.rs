@@ -56,13 +56,7 @@ impl DetectorSetup {
 
     pub fn build(&self) -> Result<Detector, EvalError> {
         let s = &self.settings;
-        Ok(Detector::build(
-            &s.detector.spec,
-            &s.runtime.session,
-            s.runtime.library.as_deref(),
-            s.detector.nms,
-            s.detector.resize,
-        )?)
+        Ok(Detector::build(&s.detector, &s.runtime)?)
     }
 }
 

@@ -1,4 +1,6 @@
-//! The display's data: the newest recommendations as JSON, and catalog product images.
+//! The display's data: the newest recommendations as JSON, and catalog product images. The
+//! pipeline names an item's image by its path in the catalog; [`image_url`] is the one place
+//! that path becomes a URL.
 
 use std::path::{Component, Path};
 
@@ -10,11 +12,35 @@ use axum::routing::get;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::recommend::Recommendations;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/recommendations", get(recommendations))
         .route("/catalog/images/{*path}", get(catalog_image))
+}
+
+/// Where [`catalog_image`] serves a catalog item's image (`images/a.jpg` →
+/// `/catalog/images/a.jpg`).
+pub fn image_url(catalog_image: &str) -> String {
+    format!(
+        "/catalog/images/{}",
+        catalog_image.trim_start_matches("images/")
+    )
+}
+
+/// `recs` as clients get them: each item's image as the URL this server answers.
+pub fn with_image_urls(recs: &Recommendations) -> Recommendations {
+    let mut out = recs.clone();
+    let items = out
+        .shoppers
+        .iter_mut()
+        .flat_map(|s| &mut s.garments)
+        .flat_map(|g| &mut g.items);
+    for it in items {
+        it.image = image_url(&it.image);
+    }
+    out
 }
 
 async fn recommendations(State(state): State<AppState>) -> impl IntoResponse {
@@ -97,5 +123,39 @@ mod tests {
         assert!(safe_relative("/etc/passwd").is_none());
         assert!(safe_relative("a/../../b").is_none());
         assert!(safe_relative("").is_none());
+    }
+
+    #[test]
+    fn catalog_image_paths_become_the_urls_served() {
+        assert_eq!(image_url("images/a.jpg"), "/catalog/images/a.jpg");
+        assert_eq!(image_url("images/sub/b.png"), "/catalog/images/sub/b.png");
+        let recs = Recommendations {
+            shoppers: vec![crate::recommend::ShopperRec {
+                track_id: 1,
+                bbox: [0.0, 0.0, 1.0, 1.0].into(),
+                in_view: true,
+                garments: vec![crate::recommend::GarmentRec {
+                    group: "top".into(),
+                    kind: None,
+                    bbox: [0.0, 0.0, 1.0, 1.0].into(),
+                    items: vec![crate::recommend::ItemRec {
+                        id: "a".into(),
+                        name: "A".into(),
+                        category: "Shirt".into(),
+                        price: 1.0,
+                        currency: "EUR".into(),
+                        image: "images/a.jpg".into(),
+                        similarity: 0.5,
+                    }],
+                }],
+            }],
+            ..Default::default()
+        };
+        let out = with_image_urls(&recs);
+        assert_eq!(
+            out.shoppers[0].garments[0].items[0].image,
+            "/catalog/images/a.jpg"
+        );
+        assert_eq!(recs.shoppers[0].garments[0].items[0].image, "images/a.jpg");
     }
 }

@@ -66,7 +66,8 @@ impl FeedItem {
     pub fn new(recs: &Recommendations) -> Self {
         // Serialising plain structs of strings and numbers cannot fail; fall back to an empty
         // object rather than panic if it ever does.
-        let json = serde_json::to_vec(recs).unwrap_or_else(|_| b"{}".to_vec());
+        let json = serde_json::to_vec(&super::api::with_image_urls(recs))
+            .unwrap_or_else(|_| b"{}".to_vec());
         let mut sse = Vec::with_capacity(json.len() + 64);
         sse.extend_from_slice(b"event: recommendations\nid: ");
         sse.extend_from_slice(recs.frame_seq.to_string().as_bytes());
@@ -341,7 +342,7 @@ async fn showcase(
             category: &it.category,
             price: it.price,
             currency: &it.currency,
-            image: format!("/catalog/images/{}", it.image.trim_start_matches("images/")),
+            image: super::api::image_url(&it.image),
         })
         .collect();
     let body = serde_json::to_vec(&serde_json::json!({
@@ -436,7 +437,7 @@ mod tests {
                         category: "Shirt".into(),
                         price: 19.5,
                         currency: "EUR".into(),
-                        image: "/catalog/images/a.jpg".into(),
+                        image: "images/a.jpg".into(),
                         similarity: 0.9,
                     }],
                 }],
@@ -460,6 +461,10 @@ mod tests {
         assert_eq!(data.as_bytes(), &item.json[..]);
         let back: serde_json::Value = serde_json::from_slice(&item.json).expect("json");
         assert_eq!(back["shoppers"][0]["garments"][0]["items"][0]["id"], "fm-1");
+        assert_eq!(
+            back["shoppers"][0]["garments"][0]["items"][0]["image"], "/catalog/images/a.jpg",
+            "the catalog's image path is served as a URL"
+        );
     }
 
     #[test]

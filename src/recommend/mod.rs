@@ -23,7 +23,8 @@ pub struct ItemRec {
     pub category: String,
     pub price: f64,
     pub currency: String,
-    /// URL of the product image on this appliance.
+    /// The product image as the catalog lists it (`images/…`, inside the catalog version). The
+    /// HTTP layer turns it into the URL it serves the image under ([`crate::http::api::image_url`]).
     pub image: String,
     pub similarity: f32,
 }

@@ -6,7 +6,6 @@
 //! [`ResizeRecord`]. Shapes, names and the class count are checked against the loaded graph in
 //! [`Detector::build`]; a mismatch is a start-up error, never a silently shifted label.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
@@ -17,9 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::anchors::{Anchor, decode};
 use super::geometry::{Candidate, NmsParams, NormBox, PixelBox, per_class_nms};
 use super::preprocess::{DType, InputSpec, Preprocessor, ResizeMode, ResizeRecord, TensorSlot};
-use super::runtime::{self, SessionOptions};
+use super::runtime::{self, finish_profile, names, open_session, outlet_shape};
 use super::{ModelError, ProviderReport};
 use crate::config::model::{DetectorContract, DetectorSpec, ScoreFn};
+use crate::config::{DetectorSettings, RuntimeSettings};
 
 /// One detection in the original frame's pixels; the JSON form of `vitrine detect`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +82,13 @@ pub struct InputPreparer {
 }
 
 impl InputPreparer {
-    fn new(spec: InputSpec, resize: ResizeMode) -> Self {
+    /// The preparer of the detector `settings` describe: the capture thread makes one from the
+    /// config, so it need not wait for the detector's session to be built.
+    pub fn new(settings: &DetectorSettings) -> Self {
+        Self::with(settings.spec.input.clone(), settings.resize)
+    }
+
+    fn with(spec: InputSpec, resize: ResizeMode) -> Self {
         let (home, spare) = std::sync::mpsc::channel();
         Self {
             spec,
@@ -138,176 +144,28 @@ pub struct Detector {
     /// Score columns of the model (including background when it has one).
     columns: usize,
     params: NmsParams,
-    resize: ResizeMode,
     /// Makes the input when the caller did not ([`Detector::detect`]); its buffers are reused.
     own: InputPreparer,
     report: ProviderReport,
 }
 
-/// Static dimensions of a graph outlet (`-1` for dynamic ones).
-fn outlet_shape(session: &Session, name: &str, inputs: bool) -> Option<Vec<i64>> {
-    let list = if inputs {
-        session.inputs()
-    } else {
-        session.outputs()
-    };
-    list.iter().find(|o| o.name() == name).and_then(|o| {
-        o.dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-    })
-}
-
-fn names(session: &Session, inputs: bool) -> String {
-    let list = if inputs {
-        session.inputs()
-    } else {
-        session.outputs()
-    };
-    list.iter()
-        .map(|o| o.name().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Builds a session for `spec`, checks the image input against it and returns the session.
-pub(crate) fn open_session(
-    env: &ort::environment::Environment,
-    model_path: &Path,
-    config_path: &Path,
-    input: &super::preprocess::InputSpec,
-    opts: &SessionOptions,
-    profile: &Path,
-) -> Result<runtime::BuiltSession, ModelError> {
-    let built =
-        runtime::build_session(env, model_path, opts, Some(profile)).map_err(|message| {
-            if message.contains("no execution provider could run") && !opts.require_gpu {
-                ModelError::Load {
-                    path: model_path.into(),
-                    message,
-                }
-            } else {
-                ModelError::Provider(message)
-            }
-        })?;
-    let mismatch = |message: String| ModelError::Mismatch {
-        path: model_path.into(),
-        config: config_path.into(),
-        message,
-    };
-    let Some(shape) = outlet_shape(&built.session, &input.name, true) else {
-        return Err(mismatch(format!(
-            "the graph has no input '{}' (its inputs: {})",
-            input.name,
-            names(&built.session, true)
-        )));
-    };
-    let expect = input.shape(1);
-    if shape.len() != 4 {
-        return Err(mismatch(format!(
-            "input '{}' has rank {} but an image input needs rank 4",
-            input.name,
-            shape.len()
-        )));
-    }
-    for (axis, (&got, &want)) in shape.iter().zip(expect.iter()).enumerate().skip(1) {
-        if got >= 0 && got as usize != want {
-            return Err(mismatch(format!(
-                "input '{}' has shape {shape:?} but the config ({:?} {}×{}) implies {expect:?} (axis {axis} differs)",
-                input.name, input.layout, input.width, input.height
-            )));
-        }
-    }
-    let want_ty = match input.dtype {
-        DType::F32 => ort::value::TensorElementType::Float32,
-        DType::U8 => ort::value::TensorElementType::Uint8,
-    };
-    let got_ty = built
-        .session
-        .inputs()
-        .iter()
-        .find(|o| o.name() == input.name)
-        .and_then(|o| o.dtype().tensor_type());
-    if got_ty.is_some_and(|t| t != want_ty) {
-        return Err(mismatch(format!(
-            "input '{}' takes {got_ty:?} but the config says {:?}",
-            input.name, input.dtype
-        )));
-    }
-    Ok(built)
-}
-
-/// Ends the warm-up profile and works out which provider really ran the model.
-pub(crate) fn finish_profile(
-    session: &mut Session,
-    model: &str,
-    built_registered: runtime::Provider,
-    skipped: Vec<String>,
-    opts: &SessionOptions,
-    warmup: Duration,
-) -> Result<ProviderReport, ModelError> {
-    let file = session.end_profiling().map_err(|e| ModelError::Run {
-        model: model.into(),
-        message: e.to_string(),
-    })?;
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
-    let _ = std::fs::remove_file(&file);
-    let (in_use, nodes) = runtime::provider_from_profile(&text)
-        .unwrap_or_else(|| (built_registered.ort_name().to_string(), Vec::new()));
-    let report = ProviderReport {
-        model: model.into(),
-        requested: opts
-            .providers
-            .iter()
-            .map(|p| p.ort_name().to_string())
-            .collect(),
-        registered: built_registered.ort_name().into(),
-        in_use: in_use.clone(),
-        nodes,
-        skipped,
-        warmup_ms: warmup.as_secs_f64() * 1e3,
-    };
-    let wanted_gpu = opts.providers.iter().any(|p| p.is_gpu());
-    if wanted_gpu && in_use == runtime::Provider::Cpu.ort_name() {
-        let msg = format!(
-            "{model}: a GPU provider was requested ({}) but the warm-up ran on {in_use}{}",
-            report.requested.join(", "),
-            if report.skipped.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", report.skipped.join("; "))
-            }
-        );
-        if opts.require_gpu {
-            return Err(ModelError::Provider(format!(
-                "{msg}; the config requires a GPU (`runtime.require_gpu = true`)"
-            )));
-        }
-        tracing::warn!("{msg}; continuing on the CPU");
-    }
-    Ok(report)
-}
-
-pub(crate) fn profile_prefix(model: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("vitrine-profile-{}-{model}", std::process::id()))
-}
-
 impl Detector {
+    /// Opens the model `settings` name, checks its graph against the config and label map, and
+    /// warms it up on `runtime`'s providers.
     pub fn build(
-        spec: &DetectorSpec,
-        opts: &SessionOptions,
-        runtime_lib: Option<&Path>,
-        params: NmsParams,
-        resize: ResizeMode,
+        settings: &DetectorSettings,
+        runtime: &RuntimeSettings,
     ) -> Result<Self, ModelError> {
-        let env = runtime::environment(runtime_lib)?;
+        let spec = &settings.spec;
+        let opts = &runtime.session;
+        let env = runtime::environment(runtime.library.as_deref())?;
         let built = open_session(
             &env,
+            &spec.name,
             &spec.model_path,
             &spec.config_path,
             &spec.input,
             opts,
-            &profile_prefix(&spec.name),
         )?;
         let mismatch = |message: String| ModelError::Mismatch {
             path: spec.model_path.clone(),
@@ -371,9 +229,8 @@ impl Detector {
             session,
             anchors,
             columns,
-            params,
-            resize,
-            own: InputPreparer::new(spec.input.clone(), resize),
+            params: settings.nms,
+            own: InputPreparer::new(settings),
             report: ProviderReport::pending(&spec.name),
         };
         // Warm-up on a grey frame: allocates ONNX Runtime's arenas and tells us the provider in use.
@@ -422,7 +279,7 @@ impl Detector {
     /// A preparer of this detector's input that can work on another thread (the capture thread,
     /// so that resizing frame N+1 overlaps the inference of frame N).
     pub fn preparer(&self) -> InputPreparer {
-        InputPreparer::new(self.spec.input.clone(), self.resize)
+        InputPreparer::with(self.own.spec.clone(), self.own.resize)
     }
 
     /// Runs the detector on an input made by [`InputPreparer::prepare`].

@@ -12,10 +12,9 @@ use std::time::Instant;
 use image::RgbImage;
 use ort::session::Session;
 
-use super::detector::{finish_profile, open_session, profile_prefix};
 use super::garment::{GarmentCrop, masked_crop};
 use super::preprocess::{DType, Preprocessor, TensorSlot};
-use super::runtime::{self, SessionOptions};
+use super::runtime::{self, SessionOptions, finish_profile, names, open_session, outlet_shape};
 use super::{ModelError, ProviderReport};
 use crate::config::model::EmbedderSpec;
 
@@ -54,37 +53,22 @@ impl Embedder {
         }
         let built = open_session(
             &env,
+            &spec.name,
             &spec.model_path,
             &spec.config_path,
             &spec.input,
             opts,
-            &profile_prefix(&spec.name),
         )?;
         let mismatch = |message: String| ModelError::Mismatch {
             path: spec.model_path.clone(),
             config: spec.config_path.clone(),
             message,
         };
-        let out = built
-            .session
-            .outputs()
-            .iter()
-            .find(|o| o.name() == spec.output.name);
-        let Some(shape) = out.and_then(|o| {
-            o.dtype()
-                .tensor_shape()
-                .map(|s| s.iter().copied().collect::<Vec<i64>>())
-        }) else {
-            let have: Vec<_> = built
-                .session
-                .outputs()
-                .iter()
-                .map(|o| o.name().to_string())
-                .collect();
+        let Some(shape) = outlet_shape(&built.session, &spec.output.name, false) else {
             return Err(mismatch(format!(
                 "output '{}' is missing (the graph's outputs: {})",
                 spec.output.name,
-                have.join(", ")
+                names(&built.session, false)
             )));
         };
         if shape.len() != 2 || (shape[1] >= 0 && shape[1] as usize != spec.output.dim) {
@@ -93,12 +77,8 @@ impl Embedder {
                 spec.output.name, spec.output.dim
             )));
         }
-        let in_batch = built
-            .session
-            .inputs()
-            .iter()
-            .find(|o| o.name() == spec.input.name)
-            .and_then(|o| o.dtype().tensor_shape().map(|s| s[0]));
+        let in_batch =
+            outlet_shape(&built.session, &spec.input.name, true).and_then(|s| s.first().copied());
         if spec.output.dynamic_batch && in_batch.is_some_and(|b| b > 0) {
             return Err(mismatch(format!(
                 "the config says the batch axis is dynamic but the graph fixes it to {}",

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use ort::session::Session;
 
-use super::detector::{finish_profile, open_session, profile_prefix};
 use super::garment::CropMask;
 use super::geometry::PixelBox;
 use super::preprocess::{DType, Layout};
 use super::resize::PillowResizer;
-use super::runtime::{self, SessionOptions};
+use super::runtime::{self, SessionOptions, finish_profile, open_session, outlet_shape};
 use super::{ModelError, ProviderReport};
 use crate::config::model::PoseSpec;
 
@@ -236,19 +235,15 @@ impl PoseEstimator {
         }
         let built = open_session(
             &env,
+            &spec.name,
             &spec.model_path,
             &spec.config_path,
             &spec.input,
             opts,
-            &profile_prefix(&spec.name),
         )?;
         check_outputs(&built.session, spec)?;
-        let dynamic = built
-            .session
-            .inputs()
-            .iter()
-            .find(|o| o.name() == spec.input.name)
-            .and_then(|o| o.dtype().tensor_shape().map(|s| s[0] < 0))
+        let dynamic = outlet_shape(&built.session, &spec.input.name, true)
+            .and_then(|s| s.first().map(|&b| b < 0))
             .unwrap_or(false);
         if spec.output.dynamic_batch && !dynamic {
             return Err(ModelError::Mismatch {

@@ -1,5 +1,8 @@
 //! ONNX Runtime: finding and loading the shared library, building sessions with the configured
-//! execution providers, and finding out which provider really runs a model.
+//! execution providers, and finding out which provider really runs a model. The session steps
+//! every model adapter shares (open and check the image input, one batch run, read the warm-up
+//! profile) live here too, so the detector, the embedder and the pose model differ only in
+//! their own pre- and postprocessing.
 //!
 //! `ort` is built with `load-dynamic`: the library is found at start-up, not linked. ort panics
 //! when it cannot find one, so we resolve and check the path ourselves first and say what to run.
@@ -15,6 +18,9 @@ use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionOutputs};
 use serde::{Deserialize, Serialize};
+
+use super::preprocess::{DType, InputSpec};
+use super::{ModelError, ProviderReport};
 
 /// Where `scripts/bootstrap` puts the library, relative to the project root.
 pub const PROJECT_RUNTIME_DIR: &str = ".runtime/onnxruntime";
@@ -347,6 +353,157 @@ pub fn run_batch<'s>(
     let outputs = session.run(ort::inputs![input => tensor]);
     *spent += t.elapsed();
     outputs.map_err(|e| e.to_string())
+}
+
+/// Static dimensions of a graph outlet (`-1` for dynamic ones).
+pub(crate) fn outlet_shape(session: &Session, name: &str, inputs: bool) -> Option<Vec<i64>> {
+    let list = if inputs {
+        session.inputs()
+    } else {
+        session.outputs()
+    };
+    list.iter().find(|o| o.name() == name).and_then(|o| {
+        o.dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+    })
+}
+
+/// The names of a graph's inputs or outputs, for error messages.
+pub(crate) fn names(session: &Session, inputs: bool) -> String {
+    let list = if inputs {
+        session.inputs()
+    } else {
+        session.outputs()
+    };
+    list.iter()
+        .map(|o| o.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Builds the session of model `name` with its warm-up profile on, checks its image input
+/// against the config and returns it. Every model adapter opens its session here, runs its
+/// warm-up, then calls [`finish_profile`].
+pub(crate) fn open_session(
+    env: &Environment,
+    name: &str,
+    model_path: &Path,
+    config_path: &Path,
+    input: &InputSpec,
+    opts: &SessionOptions,
+) -> Result<BuiltSession, ModelError> {
+    let built =
+        build_session(env, model_path, opts, Some(&profile_prefix(name))).map_err(|message| {
+            if message.contains("no execution provider could run") && !opts.require_gpu {
+                ModelError::Load {
+                    path: model_path.into(),
+                    message,
+                }
+            } else {
+                ModelError::Provider(message)
+            }
+        })?;
+    let mismatch = |message: String| ModelError::Mismatch {
+        path: model_path.into(),
+        config: config_path.into(),
+        message,
+    };
+    let Some(shape) = outlet_shape(&built.session, &input.name, true) else {
+        return Err(mismatch(format!(
+            "the graph has no input '{}' (its inputs: {})",
+            input.name,
+            names(&built.session, true)
+        )));
+    };
+    let expect = input.shape(1);
+    if shape.len() != 4 {
+        return Err(mismatch(format!(
+            "input '{}' has rank {} but an image input needs rank 4",
+            input.name,
+            shape.len()
+        )));
+    }
+    for (axis, (&got, &want)) in shape.iter().zip(expect.iter()).enumerate().skip(1) {
+        if got >= 0 && got as usize != want {
+            return Err(mismatch(format!(
+                "input '{}' has shape {shape:?} but the config ({:?} {}×{}) implies {expect:?} (axis {axis} differs)",
+                input.name, input.layout, input.width, input.height
+            )));
+        }
+    }
+    let want_ty = match input.dtype {
+        DType::F32 => ort::value::TensorElementType::Float32,
+        DType::U8 => ort::value::TensorElementType::Uint8,
+    };
+    let got_ty = built
+        .session
+        .inputs()
+        .iter()
+        .find(|o| o.name() == input.name)
+        .and_then(|o| o.dtype().tensor_type());
+    if got_ty.is_some_and(|t| t != want_ty) {
+        return Err(mismatch(format!(
+            "input '{}' takes {got_ty:?} but the config says {:?}",
+            input.name, input.dtype
+        )));
+    }
+    Ok(built)
+}
+
+/// Ends the warm-up profile and works out which provider really ran the model.
+pub(crate) fn finish_profile(
+    session: &mut Session,
+    model: &str,
+    built_registered: Provider,
+    skipped: Vec<String>,
+    opts: &SessionOptions,
+    warmup: Duration,
+) -> Result<ProviderReport, ModelError> {
+    let file = session.end_profiling().map_err(|e| ModelError::Run {
+        model: model.into(),
+        message: e.to_string(),
+    })?;
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    let (in_use, nodes) = provider_from_profile(&text)
+        .unwrap_or_else(|| (built_registered.ort_name().to_string(), Vec::new()));
+    let report = ProviderReport {
+        model: model.into(),
+        requested: opts
+            .providers
+            .iter()
+            .map(|p| p.ort_name().to_string())
+            .collect(),
+        registered: built_registered.ort_name().into(),
+        in_use: in_use.clone(),
+        nodes,
+        skipped,
+        warmup_ms: warmup.as_secs_f64() * 1e3,
+    };
+    let wanted_gpu = opts.providers.iter().any(|p| p.is_gpu());
+    if wanted_gpu && in_use == Provider::Cpu.ort_name() {
+        let msg = format!(
+            "{model}: a GPU provider was requested ({}) but the warm-up ran on {in_use}{}",
+            report.requested.join(", "),
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", report.skipped.join("; "))
+            }
+        );
+        if opts.require_gpu {
+            return Err(ModelError::Provider(format!(
+                "{msg}; the config requires a GPU (`runtime.require_gpu = true`)"
+            )));
+        }
+        tracing::warn!("{msg}; continuing on the CPU");
+    }
+    Ok(report)
+}
+
+fn profile_prefix(model: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("vitrine-profile-{}-{model}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -141,13 +141,8 @@ pub fn recs(seq: u64, item_ids: &[&str]) -> Recommendations {
                 category: it["category"].as_str().unwrap_or_default().into(),
                 price: it["price"].as_f64().unwrap_or_default(),
                 currency: it["currency"].as_str().unwrap_or("EUR").into(),
-                image: format!(
-                    "/catalog/images/{}",
-                    it["image"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .trim_start_matches("images/")
-                ),
+                // As the pipeline publishes it: the catalog's path; the feed makes it a URL.
+                image: it["image"].as_str().unwrap_or_default().into(),
                 similarity: 0.8,
             }
         })
