@@ -493,6 +493,6 @@ pub fn run_loop(mut engine: Engine, slot: &LatestSlot, out: &Outputs, stop: &Sto
             }
         }
         // After a failed frame too: its tracker updates stand.
-        engine.record_audience(&metrics.audience);
+        engine.record_audience(&out.metrics.audience);
     }
 }

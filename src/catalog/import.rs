@@ -148,15 +148,18 @@ pub struct Versions {
     pub active: Option<ActivePointer>,
 }
 
-/// Lowers the calling thread's CPU priority (Linux nice values are per thread, and an
+/// Lowers the calling thread's CPU priority to `nice` (Linux nice values are per thread, and an
 /// unprivileged thread cannot raise its own again: call this only on threads the catalog owns).
+/// Never raises it: in a daemon started at nice 10, imports stay at 10 rather than going to 7
+/// (as root, setpriority would raise them above the pipeline).
 pub fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice > 0 {
         // SAFETY: plain syscalls on the calling thread's own id.
         unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice.min(19));
+            let tid = libc::gettid() as libc::id_t;
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice.min(19).max(current));
         }
     }
     #[cfg(not(target_os = "linux"))]
