@@ -150,6 +150,9 @@ pub async fn run(
         settings.server.debug_view,
     );
     let debug_frame = display.debug_frame.clone();
+    // The catalog channel (`[catalog.channel]`): shown by /api/status and /metrics from now,
+    // polling once the first catalog is loaded.
+    let channel = catalog::channel::Subscriber::build(&settings);
     let state = AppState {
         recommendations,
         metrics: metrics.clone(),
@@ -161,6 +164,7 @@ pub async fn run(
         started: Instant::now(),
         display,
         info: Arc::new(http::status::StatusInfo::from_settings(&settings)),
+        channel: channel.as_ref().map(|c| c.monitor()),
     };
     // The catalog's one writer: versions in the data folder, imports, the staff API behind it.
     let on_swap = {
@@ -304,6 +308,7 @@ pub async fn run(
     catalog.store(loaded);
     readiness.catalog.store(true, Ordering::Relaxed);
     readiness.models.store(true, Ordering::Relaxed);
+    let channel = channel.and_then(|c| c.start(service.clone(), stop.clone()));
 
     let source = settings.camera.build().map_err(|e| fail(e.into(), &slot))?;
     let (status, capture) = capture::supervisor::spawn(
@@ -348,6 +353,7 @@ pub async fn run(
     let joined = tokio::task::spawn_blocking(move || {
         let _ = capture.join();
         let _ = inference.join();
+        let _ = channel.map(|c| c.join());
     });
     if tokio::time::timeout(DRAIN_TIMEOUT, joined).await.is_err() {
         tracing::warn!("stages did not stop within {DRAIN_TIMEOUT:?}; exiting anyway");

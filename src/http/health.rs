@@ -81,16 +81,23 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let started_at = SystemTime::now()
         .checked_sub(state.started.elapsed())
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut text = state.metrics.render_with(&LiveState {
+        camera,
+        ready,
+        started_at,
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    // BRIDGE (catalog channel, until telemetry moves onto prometheus-client): the channel's
+    // families come from their own registry, appended as text. At merge, register
+    // `ChannelMetrics` in the daemon's registry instead and delete these lines.
+    if let Some(channel) = &state.channel {
+        text.push_str(&channel.metrics_text());
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render_with(&LiveState {
-            camera,
-            ready,
-            started_at,
-            version: env!("CARGO_PKG_VERSION"),
-        }),
+        text,
     )
 }
