@@ -548,6 +548,23 @@ impl Poller {
             let m = format!("serving version '{}' as the channel offers", doc.version);
             return self.settle(Phase::UpToDate, m);
         }
+        if let Some(id) = self.active_from(&doc) {
+            // Imported and activated, but the daemon stopped before recording it.
+            if let Some(s) = self.state.as_mut() {
+                s.taken = Some(Taken {
+                    sequence: doc.sequence,
+                    sha256: doc.sha256.clone(),
+                    version: doc.version.clone(),
+                    version_id: id.clone(),
+                });
+                s.behind_since = None;
+                s.behind_sha256 = None;
+            }
+            self.save();
+            self.dirs.drop_other_downloads(None);
+            let m = format!("serving version '{}' as {id}", doc.version);
+            return self.settle(Phase::UpToDate, m);
+        }
         if waiting_for.as_deref() != Some(doc.sha256.as_str())
             && let Some(s) = self.state.as_mut()
         {
@@ -569,6 +586,18 @@ impl Poller {
         }
         self.pending = Some(doc.clone());
         self.take(fetcher, doc);
+    }
+
+    fn source(&self, doc: &ChannelDocument) -> String {
+        format!("channel {} #{}", self.cfg.url, doc.sequence)
+    }
+
+    /// The active version's id when it is the one this document offers (its recorded source
+    /// names this channel and sequence).
+    fn active_from(&self, doc: &ChannelDocument) -> Option<String> {
+        let id = self.service.shared().load().version.clone();
+        let info = self.service.store().ok()?.info(&id).ok()?;
+        (info.source == self.source(doc)).then_some(id)
     }
 
     /// Downloads, verifies and imports an accepted offer. Transient failures keep it pending for
@@ -639,7 +668,7 @@ impl Poller {
             v.state = Phase::Importing;
             v.message = format!("importing version '{}'", doc.version);
         });
-        let source = format!("channel {} #{}", self.cfg.url, doc.sequence);
+        let source = self.source(&doc);
         let monitor = self.monitor.clone();
         let result = import_bundle(&self.service, archive, source, &self.stop, |job| {
             monitor.edit(|v| v.job = Some(job))
