@@ -1,7 +1,8 @@
 //! A box following a catalog channel on a real nginx origin, the happy paths: a new version is
 //! taken and served, an unchanged channel costs one request per poll, a roll-out that leaves the
 //! box's bucket out is not taken until the percentage reaches it, `/api/status` and `/metrics`
-//! say where the active version came from, and nothing is written outside the data folder.
+//! say where the active version came from, a pinned box keeps its version, and nothing is
+//! written outside the data folder.
 
 mod channel_support;
 
@@ -13,6 +14,39 @@ use channel_support::publish::{self, Key, Target};
 use channel_support::{Nginx, requests};
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// `promtool check metrics` on `text`: its report (empty when clean).
+fn promtool(text: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let bin = std::env::var("VITRINE_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&bin)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool ({bin}) does not run ({e}): run scripts/bootstrap --tests, or set VITRINE_PROMTOOL")
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        report.trim().to_string()
+    } else {
+        format!("exit {}: {report}", out.status)
+    }
+}
 
 /// Every file under `dir`, relative, sorted.
 fn files(dir: &Path) -> Vec<String> {
@@ -97,6 +131,10 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
     );
     assert_eq!(d.metric("vitrine_channel_up"), Some(1.0));
     assert_eq!(d.metric("vitrine_channel_behind_seconds"), Some(0.0));
+    // The channel's families join /metrics in a form Prometheus's own linter accepts.
+    let text = d.metrics();
+    let report = promtool(&text);
+    assert!(report.is_empty(), "promtool: {report}\n{text}");
     let fetched = d.metric("vitrine_channel_fetched_bytes_total").unwrap();
     assert!(fetched >= spring.len() as f64, "{fetched}");
     // Downloaded once, in one piece.
@@ -159,6 +197,24 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
         versions_on_disk(&data),
         ("v0003".into(), vec!["v0001".into(), "v0002".into(), "v0003".into()])
     );
+    d.stop();
+
+    // Pinned to "spring": the box holds on to what it runs while the channel offers summer, and
+    // counts no refusal for it; once spring is offered again, it takes it.
+    let mut ch = channel(&nginx.base(), &pubkey);
+    ch.insert("pin".into(), "spring".into());
+    let cfg = config(w, &seed, &data, &id, ch);
+    let d = Daemon::start(&cfg, &cwd, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let s = d.wait_status("pinned", WAIT, |s| s["channel"]["state"] == "pinned");
+    assert_eq!(s["catalog"]["version"], "v0003", "{s}");
+    assert!(s["channel"]["last_refusal"].is_null(), "{s}");
+    assert_eq!(d.metric("vitrine_channel_behind_seconds"), Some(0.0));
+    let doc4 = publish::document(&key, 4, "spring", &spring, Some(fp.clone()), 100, &[]);
+    target.put_document(&doc4);
+    d.wait_status("the pinned version taken", WAIT, |s| {
+        s["catalog"]["version"] == "v0004" && s["channel"]["state"] == "up_to_date"
+    });
+    d.wait_serving("v0004", "spring-", WAIT);
     d.stop();
 
     // Everything the daemon wrote is in the data folder.

@@ -180,12 +180,31 @@ impl ChannelMetrics {
         self.info.get_or_create(&labels).set(1);
     }
 
-    /// The families in the Prometheus text format, without OpenMetrics' `# EOF` line, so the text
-    /// can be appended to another exposition (see the bridge in `http/health.rs`).
+    /// The families in the Prometheus text format (0.0.4) that the rest of `/metrics` is served
+    /// in, to be appended to it (see the bridge in `http/health.rs`). prometheus-client writes
+    /// OpenMetrics, where a counter family `x` has samples `x_total`; the 0.0.4 format names the
+    /// family `x_total` too (promtool reports the samples as undocumented otherwise), and has no
+    /// `# EOF` line.
     pub fn encode_text(registry: &Registry) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode_registry(&mut out, registry).is_err() {
+        let mut om = String::new();
+        if prometheus_client::encoding::text::encode_registry(&mut om, registry).is_err() {
             return String::new();
+        }
+        let counters: Vec<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(om.len() + 64);
+        for line in om.lines() {
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+                let rest = line.strip_prefix(tag)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(&name)
+                    .then(|| format!("{tag}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
         }
         out
     }
@@ -226,6 +245,12 @@ mod tests {
             assert!(t.contains(line), "missing {line:?} in:\n{t}");
         }
         assert!(!t.contains("# EOF"), "{t}");
+        // The 0.0.4 text format names a counter family after its samples.
+        assert!(
+            t.contains("# TYPE vitrine_channel_refusals_total counter"),
+            "{t}"
+        );
+        assert!(t.contains("# HELP vitrine_channel_fetched_bytes_total "), "{t}");
     }
 
     #[test]
