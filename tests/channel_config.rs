@@ -28,7 +28,9 @@ fn every_channel_problem_is_reported_at_once_without_secrets() {
     ch.insert("timeout_s".into(), 0.into());
     ch.insert("pin".into(), " ".into());
     let cfg = config(w, &seed, &w.join("data"), "box-1", ch);
-    let e = Settings::load(&cfg).expect_err("a bad channel section").to_string();
+    let e = Settings::load(&cfg)
+        .expect_err("a bad channel section")
+        .to_string();
     for says in [
         "does not belong in the URL",
         "public_keys[0] is neither a minisign public key nor a readable file",
@@ -49,12 +51,16 @@ fn every_channel_problem_is_reported_at_once_without_secrets() {
     ch.insert("credentials_file".into(), "keys".into());
     std::fs::write(w.join("keys"), "aws_access_key_id = AKIAONLY\n").unwrap();
     let cfg = config(w, &seed, &w.join("data"), "box-1", ch);
-    let e = Settings::load(&cfg).expect_err("credentials for https").to_string();
+    let e = Settings::load(&cfg)
+        .expect_err("credentials for https")
+        .to_string();
     assert!(e.contains("only for s3:// channels"), "{e}");
     let mut ch = channel("s3://fleet/eu", &pubkey);
     ch.insert("credentials_file".into(), "keys".into());
     let cfg = config(w, &seed, &w.join("data"), "box-1", ch);
-    let e = Settings::load(&cfg).expect_err("half a key pair").to_string();
+    let e = Settings::load(&cfg)
+        .expect_err("half a key pair")
+        .to_string();
     assert!(e.contains("aws_secret_access_key"), "{e}");
     assert!(!e.contains("AKIAONLY"), "{e}");
 }

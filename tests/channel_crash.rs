@@ -72,13 +72,20 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
     let part = data.join(format!("channel/downloads/{}.part", doc.sha256));
     let t = Instant::now();
     while std::fs::metadata(&part).map_or(0, |m| m.len()) < 150_000 {
-        assert!(t.elapsed() < WAIT, "the download never started:\n{}", d.log());
+        assert!(
+            t.elapsed() < WAIT,
+            "the download never started:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     d.kill();
     let had = std::fs::metadata(&part).expect("partial download").len();
     assert!(had < second.len() as u64);
-    assert_eq!(versions_on_disk(&data), ("v0001".into(), vec!["v0001".into()]));
+    assert_eq!(
+        versions_on_disk(&data),
+        ("v0001".into(), vec!["v0001".into()])
+    );
 
     switch(&flags, "slow", false);
     let d = Daemon::start(&cfg, w, &[]);
@@ -90,20 +97,34 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
     // for the rest only.
     let got = requests(&nginx.access_log(), &format!("/{}", doc.bundle));
     let last = *got.last().expect("bundle requests");
-    assert_eq!(last.0, 206, "the restart must resume, not start over: {got:?}");
+    assert_eq!(
+        last.0, 206,
+        "the restart must resume, not start over: {got:?}"
+    );
     assert_eq!(last.1, second.len() as u64 - had, "{got:?}");
     assert!(!part.exists(), "the imported download is deleted");
     d.kill();
 
     // Killed during the import that follows a download, then right after the activation.
-    let mut expected = ("v0002".to_string(), vec!["v0001".to_string(), "v0002".into()]);
+    let mut expected = (
+        "v0002".to_string(),
+        vec!["v0001".to_string(), "v0002".into()],
+    );
     for (n, (stage, activated)) in [("indexed", false), ("activated", true)]
         .into_iter()
         .enumerate()
     {
         let label = format!("next{n}");
         let bundle = publish::bundle(w, &label, 40, &fp, 10 + n as u64);
-        let doc = publish::document(&key, 2 + n as u64, &label, &bundle, Some(fp.clone()), 100, &[]);
+        let doc = publish::document(
+            &key,
+            2 + n as u64,
+            &label,
+            &bundle,
+            Some(fp.clone()),
+            100,
+            &[],
+        );
         target.publish(&bundle, &doc);
         let mut d = Daemon::start(&cfg, w, &[("VITRINE_CATALOG_PAUSE_AT", stage)]);
         d.wait_line(&format!("vitrine catalog paused at {stage}"), WAIT);
@@ -113,7 +134,10 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
         let (active, stored) = versions_on_disk(&data);
         if activated {
             assert_eq!(active, next, "killed after activating {next}");
-            expected = (next.clone(), [expected.1.clone(), vec![next.clone()]].concat());
+            expected = (
+                next.clone(),
+                [expected.1.clone(), vec![next.clone()]].concat(),
+            );
         } else {
             assert_eq!(active, expected.0, "killed during the import of {next}");
         }
@@ -132,12 +156,24 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
         }
         if !activated {
             let next_id = format!("v{:04}", expected.1.len() + 1);
-            expected = (next_id.clone(), [expected.1.clone(), vec![next_id]].concat());
+            expected = (
+                next_id.clone(),
+                [expected.1.clone(), vec![next_id]].concat(),
+            );
         }
-        let s = d.wait_status(&format!("{label} taken after a kill at '{stage}'"), WAIT, |s| {
-            s["catalog"]["version"] == expected.0.as_str() && s["channel"]["state"] == "up_to_date"
-        });
-        assert_eq!(s["channel"]["taken"]["version_id"], expected.0.as_str(), "{s}");
+        let s = d.wait_status(
+            &format!("{label} taken after a kill at '{stage}'"),
+            WAIT,
+            |s| {
+                s["catalog"]["version"] == expected.0.as_str()
+                    && s["channel"]["state"] == "up_to_date"
+            },
+        );
+        assert_eq!(
+            s["channel"]["taken"]["version_id"],
+            expected.0.as_str(),
+            "{s}"
+        );
         d.wait_serving(&expected.0, &format!("{label}-"), WAIT);
         // Taken once: no second import of the same offer.
         std::thread::sleep(Duration::from_secs(2));

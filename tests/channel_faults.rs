@@ -100,28 +100,73 @@ fn every_refusal_leaves_the_live_catalog_serving() {
 
     // A version HQ revoked in the same document.
     let doc = publish::document(&key, 2, "bad", &good, Some(fp.clone()), 100, &["bad"]);
-    refused(&d, &target, &data, Some(&good), &doc, "revoked", "revoked", 1.0);
+    refused(
+        &d,
+        &target,
+        &data,
+        Some(&good),
+        &doc,
+        "revoked",
+        "revoked",
+        1.0,
+    );
     assert!(requests(&nginx.access_log(), &format!("/{}", doc.bundle)).is_empty());
 
     // The first document again, replayed by whoever can write to the origin.
-    refused(&d, &target, &data, None, &doc1, "sequence_backwards", "below 2", 1.0);
+    refused(
+        &d,
+        &target,
+        &data,
+        None,
+        &doc1,
+        "sequence_backwards",
+        "below 2",
+        1.0,
+    );
 
     // A document signed by a key the box does not trust.
     let doc = publish::document(&stranger, 3, "second", &good, Some(fp.clone()), 100, &[]);
-    refused(&d, &target, &data, Some(&good), &doc, "unknown_key", "channel.json", 1.0);
+    refused(
+        &d,
+        &target,
+        &data,
+        Some(&good),
+        &doc,
+        "unknown_key",
+        "channel.json",
+        1.0,
+    );
 
     // A trusted document naming a bundle signed by a stranger.
     let mut doc = publish::document(&key, 4, "second", &good, Some(fp.clone()), 100, &[]);
     doc.bundle_signature = stranger.sign(&good);
     publish::resign(&key, &mut doc);
-    let s = refused(&d, &target, &data, Some(&good), &doc, "unknown_key", "bundle", 2.0);
+    let s = refused(
+        &d,
+        &target,
+        &data,
+        Some(&good),
+        &doc,
+        "unknown_key",
+        "bundle",
+        2.0,
+    );
     assert_eq!(s["channel"]["highest_sequence"], 4);
 
     // Bit-flipped in storage: the document's digest no longer matches.
     let doc = publish::document(&key, 5, "second", &good, Some(fp.clone()), 100, &[]);
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x10;
-    refused(&d, &target, &data, Some(&flipped), &doc, "digest", "SHA-256", 1.0);
+    refused(
+        &d,
+        &target,
+        &data,
+        Some(&flipped),
+        &doc,
+        "digest",
+        "SHA-256",
+        1.0,
+    );
 
     // Truncated in storage: shorter than the document says.
     let doc = publish::document(&key, 6, "second", &good, Some(fp.clone()), 100, &[]);
@@ -141,7 +186,16 @@ fn every_refusal_leaves_the_live_catalog_serving() {
     other.sha256 = "0".repeat(64);
     let other_bundle = publish::bundle(w, "other", 10, &other, 3);
     let doc = publish::document(&key, 7, "other", &other_bundle, Some(other), 100, &[]);
-    refused(&d, &target, &data, Some(&other_bundle), &doc, "fingerprint", "another embedder", 1.0);
+    refused(
+        &d,
+        &target,
+        &data,
+        Some(&other_bundle),
+        &doc,
+        "fingerprint",
+        "another embedder",
+        1.0,
+    );
     assert!(requests(&nginx.access_log(), &format!("/{}", doc.bundle)).is_empty());
     // A box that cannot take what it is offered is behind, and says so.
     std::thread::sleep(Duration::from_millis(1500));

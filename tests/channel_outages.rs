@@ -75,7 +75,9 @@ fn outages_and_slow_origins_leave_the_live_catalog_serving() {
     d.wait_serving("v0002", "first-", WAIT);
     assert_eq!(d.get("/readyz").0, 200);
     nginx.resume();
-    d.wait_status("origin back", WAIT, |s| s["channel"]["state"] == "up_to_date");
+    d.wait_status("origin back", WAIT, |s| {
+        s["channel"]["state"] == "up_to_date"
+    });
 
     // Down in the middle of a download: resumed afterwards, not restarted.
     let second = publish::bundle(w, "second", 300, &fp, 2);
@@ -92,7 +94,9 @@ fn outages_and_slow_origins_leave_the_live_catalog_serving() {
     let s = d.wait_status("download cut", WAIT, |s| {
         s["channel"]["state"] == "error" && s["channel"]["last_error"]["kind"] == "unreachable"
     });
-    let had = std::fs::metadata(&part).expect("the partial download is kept").len();
+    let had = std::fs::metadata(&part)
+        .expect("the partial download is kept")
+        .len();
     assert!(had > 0 && had < second.len() as u64, "{had}");
     assert_eq!(s["catalog"]["version"], "v0002");
     d.wait_serving("v0002", "first-", WAIT);

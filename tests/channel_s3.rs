@@ -35,7 +35,9 @@ fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
     let pubkey = key.write_public(&w.join("hq.pub"));
     std::fs::write(
         w.join("channel.credentials"),
-        format!("[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"),
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
     )
     .unwrap();
     let mut ch = channel("s3://fleet/eu/stores", &pubkey);
@@ -82,7 +84,9 @@ fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
     assert_eq!(d.metric("vitrine_channel_up"), Some(0.0));
     d.wait_serving("v0002", "spring-", WAIT);
     s3.resume();
-    d.wait_status("bucket back", WAIT, |s| s["channel"]["state"] == "up_to_date");
+    d.wait_status("bucket back", WAIT, |s| {
+        s["channel"]["state"] == "up_to_date"
+    });
 
     // No key anywhere a technician (or a scraper) looks.
     let shown = [

@@ -121,10 +121,7 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
     assert_eq!(c["rollout"]["box_id"], id.as_str());
     assert_eq!(c["behind_s"], 0.0);
     d.wait_serving("v0002", "spring-", WAIT);
-    assert_eq!(
-        version_source(&data, "v0002"),
-        format!("channel {url} #1")
-    );
+    assert_eq!(version_source(&data, "v0002"), format!("channel {url} #1"));
     assert_eq!(
         d.metric("vitrine_channel_info{offered=\"spring\",active=\"spring\"}"),
         Some(1.0)
@@ -195,7 +192,10 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
     d.wait_serving("v0003", "summer-", WAIT);
     assert_eq!(
         versions_on_disk(&data),
-        ("v0003".into(), vec!["v0001".into(), "v0002".into(), "v0003".into()])
+        (
+            "v0003".into(),
+            vec!["v0001".into(), "v0002".into(), "v0003".into()]
+        )
     );
     d.stop();
 

@@ -428,7 +428,9 @@ impl RawChannel {
         use crate::catalog::channel::TrustedKeys;
         use crate::catalog::channel::fetch::{ChannelUrl, Credentials, S3Options};
         let before = problems.len();
-        let url = ChannelUrl::parse(&self.url).map_err(|e| problems.push(e)).ok();
+        let url = ChannelUrl::parse(&self.url)
+            .map_err(|e| problems.push(e))
+            .ok();
         let s3 = url.as_ref().is_some_and(ChannelUrl::is_s3);
         let mut texts = Vec::new();
         for (i, entry) in self.public_keys.iter().enumerate() {
@@ -515,7 +517,8 @@ impl RawChannel {
             ));
         }
         if self.pin.as_deref().is_some_and(|p| p.trim().is_empty()) {
-            problems.push("catalog.channel.pin is empty: name a version label, or remove it".into());
+            problems
+                .push("catalog.channel.pin is empty: name a version label, or remove it".into());
         }
         if problems.len() > before {
             return None;

@@ -126,9 +126,12 @@ async fn version_source(catalog: &crate::catalog::Catalog) -> Option<String> {
     {
         return Some(source.clone());
     }
-    let text = tokio::fs::read(catalog.root.join("version.json")).await.ok()?;
+    let text = tokio::fs::read(catalog.root.join("version.json"))
+        .await
+        .ok()?;
     let info: crate::catalog::store::VersionInfo = serde_json::from_slice(&text).ok()?;
-    *SEEN.lock().unwrap_or_else(|p| p.into_inner()) = Some((catalog.root.clone(), info.source.clone()));
+    *SEEN.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((catalog.root.clone(), info.source.clone()));
     Some(info.source)
 }
 

@@ -292,7 +292,10 @@ pub enum Document {
     /// Same ETag as last time (a 304, or a store that ignores `If-None-Match` and answered the
     /// same ETag): nothing to do.
     Unchanged,
-    Changed { bytes: Vec<u8>, etag: Option<String> },
+    Changed {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+    },
 }
 
 /// How a download ended.
@@ -344,7 +347,9 @@ impl Fetcher {
                     .with_retry(retry_config())
                     .with_client_options(client_options(timeout));
                 if let Some(ep) = &s3.endpoint {
-                    b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
+                    b = b
+                        .with_endpoint(ep)
+                        .with_allow_http(ep.starts_with("http://"));
                 }
                 if let Some(r) = &s3.region {
                     b = b.with_region(r);
@@ -495,7 +500,9 @@ impl Fetcher {
                 let _ = std::fs::remove_file(part);
                 return Err(DownloadError::Refused(DocError::new(
                     RefusalReason::Size,
-                    format!("the bundle {object} is larger than the {size} bytes its channel document says"),
+                    format!(
+                        "the bundle {object} is larger than the {size} bytes its channel document says"
+                    ),
                 )));
             }
             file.write_all(&chunk).map_err(io)?;
@@ -569,7 +576,8 @@ mod tests {
 
     #[test]
     fn credentials_read_ini_and_env_forms_and_never_print() {
-        let ini = "[default]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = wJalrXUtnFEMI\n";
+        let ini =
+            "[default]\naws_access_key_id = AKIDEXAMPLE\naws_secret_access_key = wJalrXUtnFEMI\n";
         let c = Credentials::parse(ini).unwrap();
         assert_eq!(c.access_key_id, "AKIDEXAMPLE");
         assert_eq!(c.secret_access_key, "wJalrXUtnFEMI");

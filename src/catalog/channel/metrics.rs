@@ -42,12 +42,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 4] = [
-        Self::Unreachable,
-        Self::HttpStatus,
-        Self::Timeout,
-        Self::Io,
-    ];
+    pub const ALL: [ErrorKind; 4] = [Self::Unreachable, Self::HttpStatus, Self::Timeout, Self::Io];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,9 +93,9 @@ impl ChannelMetrics {
     pub fn new() -> Self {
         let m = Self::default();
         for r in RefusalReason::ALL {
-            let _ = m.refusals.get_or_create(&ReasonLabels {
-                reason: r.as_str(),
-            });
+            let _ = m
+                .refusals
+                .get_or_create(&ReasonLabels { reason: r.as_str() });
         }
         for k in ErrorKind::ALL {
             let _ = m.errors.get_or_create(&KindLabels { kind: k.as_str() });
@@ -250,7 +245,10 @@ mod tests {
             t.contains("# TYPE vitrine_channel_refusals_total counter"),
             "{t}"
         );
-        assert!(t.contains("# HELP vitrine_channel_fetched_bytes_total "), "{t}");
+        assert!(
+            t.contains("# HELP vitrine_channel_fetched_bytes_total "),
+            "{t}"
+        );
     }
 
     #[test]

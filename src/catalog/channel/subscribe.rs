@@ -83,11 +83,7 @@ impl ChannelMonitor {
     /// `/api/status`'s `channel` section, as of now.
     pub fn view(&self) -> ChannelView {
         let behind = self.refresh_behind();
-        let mut v = self
-            .view
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         v.behind_s = behind;
         v.fetched_bytes = self.metrics.fetched_bytes.get();
         v
@@ -289,7 +285,10 @@ impl Poller {
         lower_priority(self.service.config().import_nice);
         tracing::info!(channel = %self.cfg.url, box_id = %self.monitor.view().rollout.box_id, bucket = self.bucket, "catalog channel: polling");
         // A fleet restarted at once (a power cut across a region) does not poll in step.
-        let first = self.cfg.poll_interval.mul_f64(rand::random_range(0.0..=self.cfg.jitter));
+        let first = self
+            .cfg
+            .poll_interval
+            .mul_f64(rand::random_range(0.0..=self.cfg.jitter));
         if !self.sleep(first) {
             return;
         }
@@ -460,7 +459,8 @@ impl Poller {
         self.monitor.metrics.set_info(&offered, &active);
     }
 
-    /// Decides what to do with a newly read document.
+    /// Checks a newly read document's signature and sequence, and records the sequence before
+    /// anything acts on it.
     fn evaluate(&mut self, fetcher: &Fetcher, bytes: &[u8]) {
         let doc = match ChannelDocument::parse_verified(bytes, &self.cfg.keys) {
             Ok(d) => d,
@@ -495,22 +495,16 @@ impl Poller {
             return self.refuse(e, Some(doc.sequence));
         }
         state.highest_sequence = Some(doc.sequence);
-        // Whether the box is behind is decided below; start from "not behind".
-        let waiting_for = state.behind_sha256.clone();
-        if !self.save() {
-            return;
+        if self.save() {
+            self.decide(fetcher, doc, selected);
         }
-        let not_behind = |p: &mut Self| {
-            if let Some(s) = p.state.as_mut()
-                && s.behind_since.is_some()
-            {
-                s.behind_since = None;
-                s.behind_sha256 = None;
-                p.save();
-            }
-        };
+    }
+
+    /// Whether this box takes a genuine, current offer: not when revoked, pinned elsewhere, rolled
+    /// out to other boxes, already running, or made for another embedder.
+    fn decide(&mut self, fetcher: &Fetcher, doc: ChannelDocument, selected: bool) {
         if doc.revoked.contains(&doc.version) {
-            not_behind(self);
+            self.not_behind();
             let e = DocError::new(
                 RefusalReason::Revoked,
                 format!(
@@ -521,7 +515,7 @@ impl Poller {
             return self.refuse(e, Some(doc.sequence));
         }
         if let Some(pin) = self.cfg.pin.clone().filter(|p| *p != doc.version) {
-            not_behind(self);
+            self.not_behind();
             let m = format!(
                 "pinned to version '{pin}' (catalog.channel.pin); the channel offers '{}': not taken",
                 doc.version
@@ -530,40 +524,25 @@ impl Poller {
             return self.settle(Phase::Pinned, m);
         }
         if !selected {
-            not_behind(self);
+            self.not_behind();
             let m = format!(
                 "version '{}' is rolled out to {} % of boxes; this box's bucket is {}: not taken yet",
                 doc.version, doc.rollout_percent, self.bucket
             );
             return self.settle(Phase::NotSelected, m);
         }
-        let taken_sha = self
-            .state
-            .as_ref()
-            .and_then(|s| s.taken.as_ref())
-            .map(|t| t.sha256.clone());
-        if taken_sha.as_deref() == Some(doc.sha256.as_str()) {
-            not_behind(self);
+        let state = self.state.as_ref();
+        let taken = state.and_then(|s| s.taken.as_ref()).map(|t| &t.sha256);
+        if taken == Some(&doc.sha256) {
+            self.not_behind();
             self.dirs.drop_other_downloads(None);
             let m = format!("serving version '{}' as the channel offers", doc.version);
             return self.settle(Phase::UpToDate, m);
         }
+        let waiting_for = state.and_then(|s| s.behind_sha256.clone());
         if let Some(id) = self.active_from(&doc) {
             // Imported and activated, but the daemon stopped before recording it.
-            if let Some(s) = self.state.as_mut() {
-                s.taken = Some(Taken {
-                    sequence: doc.sequence,
-                    sha256: doc.sha256.clone(),
-                    version: doc.version.clone(),
-                    version_id: id.clone(),
-                });
-                s.behind_since = None;
-                s.behind_sha256 = None;
-            }
-            self.save();
-            self.dirs.drop_other_downloads(None);
-            let m = format!("serving version '{}' as {id}", doc.version);
-            return self.settle(Phase::UpToDate, m);
+            return self.record_taken(&doc, id);
         }
         if waiting_for.as_deref() != Some(doc.sha256.as_str())
             && let Some(s) = self.state.as_mut()
@@ -574,7 +553,11 @@ impl Poller {
                 return;
             }
         }
-        if let Some(why) = doc.embedder.as_ref().and_then(|e| e.mismatch(&self.running)) {
+        if let Some(why) = doc
+            .embedder
+            .as_ref()
+            .and_then(|e| e.mismatch(&self.running))
+        {
             let e = DocError::new(
                 RefusalReason::Fingerprint,
                 format!(
@@ -586,6 +569,41 @@ impl Poller {
         }
         self.pending = Some(doc.clone());
         self.take(fetcher, doc);
+    }
+
+    /// The offer is not for this box (or not now): it is not behind.
+    fn not_behind(&mut self) {
+        if let Some(s) = self.state.as_mut()
+            && s.behind_since.is_some()
+        {
+            s.behind_since = None;
+            s.behind_sha256 = None;
+            self.save();
+        }
+    }
+
+    /// Remembers that `doc` became stored version `id` and is active.
+    fn record_taken(&mut self, doc: &ChannelDocument, id: String) {
+        self.pending = None;
+        if let Some(s) = self.state.as_mut() {
+            s.taken = Some(Taken {
+                sequence: doc.sequence,
+                sha256: doc.sha256.clone(),
+                version: doc.version.clone(),
+                version_id: id.clone(),
+            });
+            s.behind_since = None;
+            s.behind_sha256 = None;
+        }
+        self.save();
+        self.dirs.drop_other_downloads(None);
+        self.settle(
+            Phase::UpToDate,
+            format!(
+                "took version '{}' (sequence {}) as {id}",
+                doc.version, doc.sequence
+            ),
+        );
     }
 
     fn source(&self, doc: &ChannelDocument) -> String {
@@ -630,13 +648,8 @@ impl Poller {
         let (monitor, fetched_to) = (self.monitor.clone(), self.monitor.clone());
         let mut progress = move |n: u64| monitor.edit(|v| v.download_bytes = n);
         let fetched = move |n| fetched_to.fetched(n);
-        let got = self.block(fetcher.download(
-            &doc.bundle,
-            doc.size,
-            &part,
-            &mut progress,
-            &fetched,
-        ));
+        let got =
+            self.block(fetcher.download(&doc.bundle, doc.size, &part, &mut progress, &fetched));
         match got {
             None | Some(Err(DownloadError::Stopped)) => return,
             Some(Err(DownloadError::Fetch(e))) => return self.error(e),
@@ -677,25 +690,7 @@ impl Poller {
             Err(ImportError::Stopped) => {}
             Ok(info) => {
                 tracing::info!(version = %doc.version, sequence = doc.sequence, stored = %info.id, "catalog channel: new version active");
-                self.pending = None;
-                if let Some(s) = self.state.as_mut() {
-                    s.taken = Some(Taken {
-                        sequence: doc.sequence,
-                        sha256: doc.sha256.clone(),
-                        version: doc.version.clone(),
-                        version_id: info.id.clone(),
-                    });
-                    s.behind_since = None;
-                    s.behind_sha256 = None;
-                }
-                self.save();
-                self.settle(
-                    Phase::UpToDate,
-                    format!(
-                        "took version '{}' (sequence {}) as {}",
-                        doc.version, doc.sequence, info.id
-                    ),
-                );
+                self.record_taken(&doc, info.id);
             }
             Err(ImportError::Catalog(e)) => {
                 let reason = match &e {
