@@ -365,7 +365,7 @@ impl Fetcher {
                     }
                     // Without keys object_store would ask the cloud's instance metadata service,
                     // which a shop's box does not have: a public bucket takes unsigned requests.
-                    None if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() => {
+                    None if std::env::var_os("AWS_ACCESS_KEY_ID").is_none_or(|v| v.is_empty()) => {
                         b = b.with_skip_signature(true);
                     }
                     None => {}

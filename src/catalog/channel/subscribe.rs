@@ -386,6 +386,8 @@ impl Poller {
                 true
             }
             Err(e) => {
+                // Read the document again next time: acting on it must wait for the record.
+                self.etag = None;
                 self.error(FetchError::io(format!(
                     "cannot record the channel state: {e}"
                 )));
@@ -679,7 +681,10 @@ impl Poller {
     fn import(&mut self, doc: ChannelDocument, archive: PathBuf) {
         self.monitor.edit(|v| {
             v.state = Phase::Importing;
-            v.message = format!("importing version '{}'", doc.version);
+            v.message = format!(
+                "importing version '{}' (after any catalog change already running)",
+                doc.version
+            );
         });
         let source = self.source(&doc);
         let monitor = self.monitor.clone();
