@@ -126,6 +126,22 @@ impl Target<'_> {
                 // Write beside and rename: a server must never serve a half-written object.
                 let tmp = p.with_extension("tmp-write");
                 std::fs::write(&tmp, bytes).expect("write object");
+                // nginx's ETag is the modification second and the size: two documents of one
+                // length written within a second would share it. Real publishes are minutes
+                // apart; here each write gets a second of its own.
+                static LAST: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+                let mut last = LAST.lock().expect("mtime clock");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_secs();
+                *last = now.max(*last + 1);
+                let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*last);
+                std::fs::File::options()
+                    .write(true)
+                    .open(&tmp)
+                    .and_then(|f| f.set_modified(mtime))
+                    .expect("set mtime");
                 std::fs::rename(&tmp, &p).expect("rename object");
             }
             Target::S3 {

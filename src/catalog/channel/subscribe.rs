@@ -40,6 +40,11 @@ use crate::config::{ChannelSettings, Settings};
 /// How often a waiting poller looks at the shutdown flag.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
+/// How often the document is read without `If-None-Match`. An origin's ETag may be weak: nginx
+/// makes it from the modification second and the size, so two documents of the same length
+/// published within one second look alike and the second would wait for the next publish.
+const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+
 /// The channel's state as the HTTP side reads it: the status view and the metric families.
 pub struct ChannelMonitor {
     view: Mutex<ChannelView>,
@@ -191,6 +196,7 @@ impl Subscriber {
             fetcher: None,
             state: None,
             etag: None,
+            full_read: None,
             pending: None,
             settled: (Phase::Checking, String::new()),
         };
@@ -268,6 +274,8 @@ struct Poller {
     state: Option<Persisted>,
     /// The ETag of the document last evaluated.
     etag: Option<String>,
+    /// When the document was last read in full, and the SHA-256 of what was read.
+    full_read: Option<(std::time::Instant, [u8; 32])>,
     /// An accepted offer not yet imported (a download or import failed): retried at each poll
     /// even while the document is unchanged.
     pending: Option<ChannelDocument>,
@@ -388,6 +396,7 @@ impl Poller {
             Err(e) => {
                 // Read the document again next time: acting on it must wait for the record.
                 self.etag = None;
+                self.full_read = None;
                 self.error(FetchError::io(format!(
                     "cannot record the channel state: {e}"
                 )));
@@ -426,7 +435,11 @@ impl Poller {
         };
         let monitor = self.monitor.clone();
         let fetched = move |n| monitor.fetched(n);
-        let got = self.block(fetcher.document(self.etag.as_deref(), &fetched));
+        let etag = match self.full_read {
+            Some((at, _)) if at.elapsed() < FULL_READ_EVERY => self.etag.as_deref(),
+            _ => None,
+        };
+        let got = self.block(fetcher.document(etag, &fetched));
         match got {
             None => {}
             Some(Err(e)) => self.error(e),
@@ -435,18 +448,26 @@ impl Poller {
                 self.monitor.metrics.up.set(1);
                 self.monitor.metrics.last_success.set(now);
                 self.monitor.edit(|v| v.last_success = Some(rfc3339(now)));
-                match doc {
-                    Document::Unchanged => match self.pending.clone() {
-                        Some(doc) => self.take(&fetcher, doc),
-                        None => {
-                            let (phase, message) = self.settled.clone();
-                            self.settle(phase, message);
-                        }
-                    },
+                let doc = match doc {
                     Document::Changed { bytes, etag } => {
+                        use sha2::Digest;
+                        let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+                        let same = self.full_read.is_some_and(|(_, d)| d == digest);
+                        self.full_read = Some((std::time::Instant::now(), digest));
                         self.etag = etag;
+                        (!same).then_some(bytes)
+                    }
+                    Document::Unchanged => None,
+                };
+                match (doc, self.pending.clone()) {
+                    (Some(bytes), _) => {
                         self.pending = None;
                         self.evaluate(&fetcher, &bytes);
+                    }
+                    (None, Some(doc)) => self.take(&fetcher, doc),
+                    (None, None) => {
+                        let (phase, message) = self.settled.clone();
+                        self.settle(phase, message);
                     }
                 }
             }
