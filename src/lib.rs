@@ -152,7 +152,14 @@ pub async fn run(
     let (publish, recommendations) = watch::channel(Arc::new(Recommendations::default()));
     let listener = bind(settings.server.listen).await?;
     let service = open_catalog(&settings, &shared)?;
-    let app = app_state(&settings, &shared, recommendations, &stop);
+    // The catalog channel (`[catalog.channel]`): in /api/status and /metrics from now, polling
+    // once the first catalog is loaded (a version taken before would be overwritten by it).
+    let channel = catalog::channel::Subscriber::build(&settings);
+    let monitor = channel.as_ref().map(|c| c.monitor());
+    if let Some(m) = &monitor {
+        shared.metrics.register(|r| m.metrics.register(r));
+    }
+    let app = app_state(&settings, &shared, recommendations, &stop, monitor);
     let heartbeat = heartbeat(&settings, &shared, &app, on_frame);
     let staff = staff_router(&settings, &service, &shared);
     let http = HttpServers::start(&settings.server, listener, app, staff, on_staff_listen).await?;
@@ -178,6 +185,9 @@ pub async fn run(
     })?;
     stages.add("inference", inference.thread);
     loaded(inference.ready, catalog, &shared).await?;
+    if let Some(poller) = channel.and_then(|c| c.start(service.clone(), stop.clone())) {
+        stages.add("catalog channel", poller);
+    }
 
     stages.add(
         "capture",
@@ -254,6 +264,7 @@ fn app_state(
     shared: &Shared,
     recommendations: watch::Receiver<Arc<Recommendations>>,
     stop: &Stop,
+    channel: Option<Arc<catalog::channel::ChannelMonitor>>,
 ) -> AppState {
     // The display feed ends with the stop signal, and with it every page's event stream.
     let feed = http::display::spawn_feed(recommendations.clone(), stop.watch());
@@ -268,6 +279,7 @@ fn app_state(
         started: Instant::now(),
         display: http::display::DisplayState::new(feed, settings.server.debug_view),
         info: Arc::new(http::status::StatusInfo::from_settings(settings)),
+        channel,
     }
 }
 

@@ -375,6 +375,168 @@ pub struct RawCatalog {
     /// Seconds an upload may send nothing before it is abandoned and the catalog freed.
     #[serde(default = "receive_timeout_s")]
     pub receive_timeout_s: u64,
+    /// A catalog channel this box follows (README, "Subscribing a box"); none: staff imports only.
+    #[serde(default)]
+    pub channel: Option<RawChannel>,
+}
+
+/// `[catalog.channel]`: where HQ publishes this box's catalog, and whose signature it carries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    /// `s3://bucket/prefix`, `https://host/prefix` (`http://` too) or `file:///folder`.
+    pub url: String,
+    /// The publisher's minisign public keys: files (`hq.pub`) or the key itself (the base64
+    /// line). Two while HQ rotates its key.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    /// S3 keys in AWS's credentials-file or environment-file form; without it, `AWS_*` from the
+    /// environment, else unsigned requests (a public bucket). Never the keys themselves here.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// An S3-compatible endpoint (`https://s3.example.net`); without it, `AWS_ENDPOINT` or AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Seconds between polls, each shifted by up to ±`poll_jitter` of it at random.
+    #[serde(default = "poll_interval_s")]
+    pub poll_interval_s: u64,
+    #[serde(default = "poll_jitter")]
+    pub poll_jitter: f64,
+    /// Stay on this version label: any other offer is not taken.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// Seconds to connect, and that a transfer may stall, before a request is given up.
+    #[serde(default = "channel_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn poll_interval_s() -> u64 {
+    300
+}
+fn poll_jitter() -> f64 {
+    0.2
+}
+fn channel_timeout_s() -> u64 {
+    30
+}
+
+impl RawChannel {
+    /// Checks every key and reads the files it names; every problem goes to `problems`.
+    fn settings(&self, base: &Path, problems: &mut Vec<String>) -> Option<ChannelSettings> {
+        use crate::catalog::channel::TrustedKeys;
+        use crate::catalog::channel::fetch::{ChannelUrl, Credentials, S3Options};
+        let before = problems.len();
+        let url = ChannelUrl::parse(&self.url)
+            .map_err(|e| problems.push(e))
+            .ok();
+        let s3 = url.as_ref().is_some_and(ChannelUrl::is_s3);
+        let mut texts = Vec::new();
+        for (i, entry) in self.public_keys.iter().enumerate() {
+            // A key's own text parses; anything else names a file.
+            if TrustedKeys::parse(std::slice::from_ref(entry)).is_ok() {
+                texts.push(entry.clone());
+                continue;
+            }
+            let path = base.join(entry);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => match TrustedKeys::parse(std::slice::from_ref(&t)) {
+                    Ok(_) => texts.push(t),
+                    Err(e) => problems.push(format!(
+                        "catalog.channel.public_keys[{i}]: {}: {}",
+                        path.display(),
+                        e.replace("public key 1 ", "")
+                    )),
+                },
+                Err(e) => problems.push(format!(
+                    "catalog.channel.public_keys[{i}] is neither a minisign public key nor a readable file ({}: {e}); give HQ's vitrine.pub or its key line",
+                    path.display()
+                )),
+            }
+        }
+        if self.public_keys.is_empty() {
+            problems.push(
+                "catalog.channel.public_keys is empty: a box must know its publisher's key (HQ's vitrine.pub)".into(),
+            );
+        }
+        let keys = TrustedKeys::parse(&texts).ok();
+        let credentials = match &self.credentials_file {
+            Some(_) if !s3 && url.is_some() => {
+                problems.push("catalog.channel.credentials_file is only for s3:// channels (an HTTP origin or a folder is read without keys)".into());
+                None
+            }
+            Some(f) => {
+                let path = base.join(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => Credentials::parse(&t)
+                        .map_err(|e| {
+                            problems.push(format!(
+                                "catalog.channel.credentials_file {}: {e}",
+                                path.display()
+                            ))
+                        })
+                        .ok(),
+                    Err(e) => {
+                        problems.push(format!(
+                            "catalog.channel.credentials_file {} cannot be read ({e})",
+                            path.display()
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(ep) = &self.endpoint {
+            if url.is_some() && !s3 {
+                problems.push("catalog.channel.endpoint is only for s3:// channels".into());
+            } else if !(ep.starts_with("http://") || ep.starts_with("https://")) || ep.contains('@')
+            {
+                problems.push(format!(
+                    "catalog.channel.endpoint = {ep:?} must be an http:// or https:// address without credentials"
+                ));
+            }
+        }
+        if !(1..=86_400).contains(&self.poll_interval_s) {
+            problems.push(format!(
+                "catalog.channel.poll_interval_s = {} must be between 1 and 86400",
+                self.poll_interval_s
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.poll_jitter) {
+            problems.push(format!(
+                "catalog.channel.poll_jitter = {} must be between 0 and 0.5 (a share of the interval)",
+                self.poll_jitter
+            ));
+        }
+        if !(1..=600).contains(&self.timeout_s) {
+            problems.push(format!(
+                "catalog.channel.timeout_s = {} must be between 1 and 600",
+                self.timeout_s
+            ));
+        }
+        if self.pin.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            problems
+                .push("catalog.channel.pin is empty: name a version label, or remove it".into());
+        }
+        if problems.len() > before {
+            return None;
+        }
+        Some(ChannelSettings {
+            url: url?,
+            keys: keys?,
+            s3: S3Options {
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+                credentials,
+            },
+            poll_interval: std::time::Duration::from_secs(self.poll_interval_s),
+            jitter: self.poll_jitter,
+            pin: self.pin.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_s),
+        })
+    }
 }
 
 fn receive_timeout_s() -> u64 {
@@ -564,6 +726,21 @@ pub struct CatalogSettings {
     pub token: Option<StaffToken>,
     /// An upload silent for this long is abandoned.
     pub receive_timeout: std::time::Duration,
+    /// `None`: no catalog channel.
+    pub channel: Option<ChannelSettings>,
+}
+
+/// `[catalog.channel]`, checked: keys parsed, credentials read.
+#[derive(Debug, Clone)]
+pub struct ChannelSettings {
+    pub url: crate::catalog::channel::fetch::ChannelUrl,
+    pub keys: crate::catalog::channel::TrustedKeys,
+    pub s3: crate::catalog::channel::fetch::S3Options,
+    pub poll_interval: std::time::Duration,
+    /// Share of the interval (0–0.5) each wait is shifted by at random.
+    pub jitter: f64,
+    pub pin: Option<String>,
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -792,6 +969,10 @@ impl Settings {
             ));
         }
         let token = c.token(base, &mut problems);
+        let channel = c
+            .channel
+            .as_ref()
+            .and_then(|ch| ch.settings(base, &mut problems));
         if !(1..=50).contains(&raw.recommend.top_k) {
             problems.push(format!(
                 "recommend.top_k = {} must be between 1 and 50",
@@ -856,6 +1037,7 @@ impl Settings {
                     import_nice: raw.catalog.import_nice,
                     token,
                     receive_timeout: std::time::Duration::from_secs(raw.catalog.receive_timeout_s),
+                    channel,
                 },
                 recommend: RecommendSettings {
                     top_k: raw.recommend.top_k,

@@ -80,6 +80,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let camera = state.camera.lock().unwrap_or_else(|p| p.into_inner()).state;
     let ready = reasons(&state).is_empty();
+    if let Some(channel) = &state.channel {
+        channel.refresh_behind();
+    }
     (
         [(
             header::CONTENT_TYPE,

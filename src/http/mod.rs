@@ -90,6 +90,8 @@ pub struct AppState {
     pub display: display::DisplayState,
     /// Version, config and model files for `/api/status`.
     pub info: Arc<status::StatusInfo>,
+    /// The catalog channel's status and metrics; `None` without `[catalog.channel]`.
+    pub channel: Option<Arc<crate::catalog::channel::ChannelMonitor>>,
 }
 
 /// The whole application: display, technician and staff routes.

@@ -108,9 +108,33 @@ struct CameraView {
 #[derive(Serialize)]
 struct CatalogView {
     version: String,
+    /// The bundle's version label.
+    label: String,
     path: PathBuf,
     items: usize,
     groups: BTreeMap<String, usize>,
+    /// Where the active version came from, as its `version.json` records it ("channel
+    /// s3://… #12", "upload of … bytes", "folder …").
+    source: Option<String>,
+    /// "channel" when the catalog channel delivered it, "local" for a staff import or the seed.
+    from: Option<&'static str>,
+}
+
+/// The `source` of a stored version, read once per version (its `version.json` never changes).
+async fn version_source(catalog: &crate::catalog::Catalog) -> Option<String> {
+    static SEEN: std::sync::Mutex<Option<(PathBuf, String)>> = std::sync::Mutex::new(None);
+    if let Some((root, source)) = SEEN.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        && *root == catalog.root
+    {
+        return Some(source.clone());
+    }
+    let text = tokio::fs::read(catalog.root.join("version.json"))
+        .await
+        .ok()?;
+    let info: crate::catalog::store::VersionInfo = serde_json::from_slice(&text).ok()?;
+    *SEEN.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some((catalog.root.clone(), info.source.clone()));
+    Some(info.source)
 }
 
 #[derive(Serialize)]
@@ -204,6 +228,9 @@ struct Status<'a> {
     catalog: CatalogView,
     pipeline: PipelineView,
     audience: AudienceView,
+    /// The catalog channel this box follows; absent without `[catalog.channel]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<crate::catalog::channel::state::ChannelView>,
     display_clients: i64,
     debug_view: bool,
     last_errors: Vec<Problem>,
@@ -231,6 +258,12 @@ async fn status(State(state): State<AppState>) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let catalog = state.catalog.load_full();
+    let source = version_source(&catalog).await;
+    let channel = state.channel.as_ref().map(|c| {
+        let mut v = c.view();
+        v.active = Some(catalog.label.clone());
+        v
+    });
     let reasons = super::health::reasons(&state);
     let last_processed = *state
         .readiness
@@ -260,9 +293,18 @@ async fn status(State(state): State<AppState>) -> Response {
         },
         catalog: CatalogView {
             version: catalog.version.clone(),
+            label: catalog.label.clone(),
             path: catalog.root.clone(),
             items: catalog.items.len(),
             groups: catalog.groups().map(|(g, n)| (g.to_string(), n)).collect(),
+            from: source.as_deref().map(|s| {
+                if s.starts_with("channel ") {
+                    "channel"
+                } else {
+                    "local"
+                }
+            }),
+            source,
         },
         pipeline: PipelineView {
             frames_captured: m.frames_captured.get(),
@@ -274,6 +316,7 @@ async fn status(State(state): State<AppState>) -> Response {
             shoppers_in_view: m.shoppers_in_view.get(),
         },
         audience: audience_view(m, &catalog),
+        channel,
         display_clients: m.display_clients.get(),
         debug_view: info.debug_view,
         last_errors: recent_problems(),

@@ -6,6 +6,9 @@
 //! `start` again on the same port and folder are how the tests take a server down mid-download.
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod publish;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -59,6 +62,8 @@ fn find_binary(env: &str, name: &str, candidates: &[PathBuf], install: &str) -> 
 pub struct S3Server {
     pub port: u16,
     pub root: PathBuf,
+    /// Access key and secret the server demands (SigV4); `None`: unsigned requests.
+    pub keys: Option<(String, String)>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -66,12 +71,22 @@ pub struct S3Server {
 impl S3Server {
     /// Starts a server with one empty bucket, `bucket`.
     pub fn start(bucket: &str) -> S3Server {
+        Self::start_with(bucket, None)
+    }
+
+    /// [`Self::start`], demanding requests signed with these keys.
+    pub fn start_with_keys(bucket: &str, access_key: &str, secret_key: &str) -> S3Server {
+        Self::start_with(bucket, Some((access_key.into(), secret_key.into())))
+    }
+
+    fn start_with(bucket: &str, keys: Option<(String, String)>) -> S3Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("s3");
         std::fs::create_dir_all(root.join(bucket)).expect("bucket folder");
         let mut s = S3Server {
             port: free_port(),
             root,
+            keys,
             child: None,
             _dir: Some(dir),
         };
@@ -105,8 +120,12 @@ impl S3Server {
     /// Starts the server again on the same port and folder.
     pub fn resume(&mut self) {
         self.stop();
-        let mut child = Command::new(Self::binary())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()]);
+        if let Some((access, secret)) = &self.keys {
+            cmd.args(["--access-key", access, "--secret-key", secret]);
+        }
+        let mut child = cmd
             .arg(&self.root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -178,8 +197,11 @@ impl Nginx {
     pub fn resume(&mut self) {
         self.stop();
         let p = &self.prefix;
+        // One process: killing it takes the server down. With a master, its worker outlives a
+        // SIGKILL of the master and goes on serving (and holding the port).
         let conf = format!(
-            r#"worker_processes 1;
+            r#"master_process off;
+worker_processes 1;
 pid {pid};
 error_log {err} warn;
 events {{ worker_connections 1024; }}
@@ -234,4 +256,40 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// nginx whose answers a test switches while it runs, by creating files in `flags`: `fail` makes
+/// every request a 500, `slow` sends at `rate` (e.g. "200k") per connection.
+pub fn switchable_nginx(flags: &Path, rate: &str) -> Nginx {
+    std::fs::create_dir_all(flags).expect("flags folder");
+    let f = flags.display();
+    Nginx::start(&format!(
+        "location / {{
+            if (-f {f}/fail) {{ return 500; }}
+            if (-f {f}/slow) {{ set $limit_rate {rate}; }}
+        }}"
+    ))
+}
+
+/// Turns a [`switchable_nginx`] switch on or off.
+pub fn switch(flags: &Path, name: &str, on: bool) {
+    let p = flags.join(name);
+    if on {
+        std::fs::write(&p, b"").expect("flag");
+    } else {
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// The access log's lines for requests of `path` (e.g. "/channel.json"), as (status, bytes).
+pub fn requests(log: &str, path: &str) -> Vec<(u16, u64)> {
+    let needle = format!("\"GET {path} ");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            // combined format: … "GET /p HTTP/1.1" STATUS BYTES "referer" "agent"
+            let after = l.split('"').nth(2)?.split_whitespace().collect::<Vec<_>>();
+            Some((after.first()?.parse().ok()?, after.get(1)?.parse().ok()?))
+        })
+        .collect()
 }

@@ -75,6 +75,7 @@ pub fn app(debug_view: bool, frame_stale: Duration) -> TestApp {
             debug_view,
             started_at: SystemTime::now(),
         }),
+        channel: None,
     };
     TestApp {
         router: router(state.clone()),

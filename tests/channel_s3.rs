@@ -1,0 +1,108 @@
+//! A box following a channel in an S3-compatible bucket (a real s3s-fs that demands SigV4
+//! signatures), with its keys in `catalog.channel.credentials_file`: the version is taken, an
+//! unchanged channel is not downloaded again (s3s-fs ignores `If-None-Match`, so the box compares
+//! ETags itself), an outage is reported and survived, and the keys appear nowhere — not in the
+//! log, `/api/status`, `/metrics` or the version's recorded source.
+
+mod channel_support;
+
+use std::time::Duration;
+
+use channel_support::S3Server;
+use channel_support::daemon::*;
+use channel_support::publish::{self, Key, Target};
+
+const WAIT: Duration = Duration::from_secs(90);
+const ACCESS_KEY: &str = "AKIAVITRINETEST0001";
+const SECRET_KEY: &str = "s3cr3t-Vitrine-Test-Key-0123456789";
+
+#[test]
+fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let mut s3 = S3Server::start_with_keys("fleet", ACCESS_KEY, SECRET_KEY);
+    let endpoint = s3.endpoint();
+    let target = Target::S3 {
+        endpoint: &endpoint,
+        bucket: "fleet",
+        prefix: "eu/stores",
+        keys: Some((ACCESS_KEY, SECRET_KEY)),
+    };
+    let key = Key::generate();
+    let fp = fingerprint();
+    let seed = seed(&w.join("seed"), 20);
+    let data = w.join("data");
+    let pubkey = key.write_public(&w.join("hq.pub"));
+    std::fs::write(
+        w.join("channel.credentials"),
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let mut ch = channel("s3://fleet/eu/stores", &pubkey);
+    ch.insert("endpoint".into(), endpoint.clone().into());
+    ch.insert("region".into(), "us-east-1".into());
+    ch.insert("credentials_file".into(), "channel.credentials".into());
+    let cfg = config(w, &seed, &data, &box_id(true, 50), ch);
+
+    let spring = publish::bundle(w, "spring", 40, &fp, 1);
+    let doc = publish::document(&key, 1, "spring", &spring, Some(fp.clone()), 50, &[]);
+    target.publish(&spring, &doc);
+    // The keys are not in the environment: only the file can have signed the requests.
+    let d = Daemon::start(
+        &cfg,
+        w,
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
+    );
+    let s = d.wait_status("spring taken from the bucket", WAIT, |s| {
+        s["catalog"]["version"] == "v0002" && s["channel"]["state"] == "up_to_date"
+    });
+    assert_eq!(s["channel"]["url"], "s3://fleet/eu/stores", "{s}");
+    assert_eq!(s["catalog"]["source"], "channel s3://fleet/eu/stores #1");
+    d.wait_serving("v0002", "spring-", WAIT);
+
+    // Unchanged: polled, never downloaded again.
+    let fetched = d.metric("vitrine_channel_fetched_bytes_total").unwrap();
+    let checked = d.status()["channel"]["last_check"].clone();
+    std::thread::sleep(Duration::from_secs(3));
+    let s = d.status();
+    assert_ne!(s["channel"]["last_check"], checked);
+    assert_eq!(s["channel"]["state"], "up_to_date");
+    assert_eq!(
+        d.metric("vitrine_channel_fetched_bytes_total").unwrap(),
+        fetched,
+        "an unchanged ETag must not be read again"
+    );
+    assert_eq!(versions_on_disk(&data).1.len(), 2);
+
+    // The bucket unreachable for a while.
+    s3.stop();
+    d.wait_status("bucket down", WAIT, |s| {
+        s["channel"]["last_error"]["kind"] == "unreachable" && s["channel"]["state"] == "error"
+    });
+    assert_eq!(d.metric("vitrine_channel_up"), Some(0.0));
+    d.wait_serving("v0002", "spring-", WAIT);
+    s3.resume();
+    d.wait_status("bucket back", WAIT, |s| {
+        s["channel"]["state"] == "up_to_date"
+    });
+
+    // No key anywhere a technician (or a scraper) looks.
+    let shown = [
+        d.log(),
+        d.get("/api/status").1,
+        d.metrics(),
+        version_source(&data, "v0002"),
+    ];
+    d.stop();
+    for (what, text) in ["log", "/api/status", "/metrics", "version source"]
+        .iter()
+        .zip(&shown)
+    {
+        assert!(
+            !text.contains(SECRET_KEY) && !text.contains(ACCESS_KEY),
+            "a credential shows in the {what}"
+        );
+    }
+}
