@@ -30,6 +30,7 @@ pub mod config;
 pub mod eval;
 pub mod http;
 pub mod pipeline;
+pub mod process;
 pub mod recommend;
 pub mod systemd;
 pub mod telemetry;

@@ -430,29 +430,14 @@ impl Metrics {
 /// resident memory and open files, so a technician sees what the daemon costs the box (and the
 /// HTTP benchmark what display clients cost the daemon). Left out where `/proc` is missing.
 fn render_process(o: &mut String) {
-    // utime and stime, fields 14 and 15 of /proc/self/stat, counted after the ")" that ends the
-    // command name (which may itself hold spaces); in USER_HZ ticks, 100 a second on Linux.
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        });
+    let cpu = crate::process::cpu_time().map(|t| t.as_secs_f64());
     if let Some(cpu) = cpu {
         let _ = writeln!(
             o,
             "# HELP process_cpu_seconds_total User and system CPU time of the daemon.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.2}"
         );
     }
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        });
+    let rss = crate::process::resident_bytes().map(|bytes| bytes / 1024);
     if let Some(kb) = rss {
         let _ = writeln!(
             o,
