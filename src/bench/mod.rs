@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod http;
 pub mod pipeline;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -29,7 +30,7 @@ use crate::telemetry::Metrics;
 use crate::vision::ModelError;
 use crate::vision::detector::InputPreparer;
 
-/// Why the pipeline or catalog benchmark could not run or finish.
+/// Why a benchmark could not run or finish.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(
@@ -48,6 +49,27 @@ pub enum BenchError {
     EmptyCatalog,
     #[error("the import thread panicked")]
     ImportPanicked,
+    #[error(
+        "{0}: the HTTP benchmark only talks to this machine; give a loopback address such as http://127.0.0.1:8080"
+    )]
+    NotLoopback(String),
+    #[error("{url}: {message}")]
+    Url { url: String, message: String },
+    #[error("cannot reach the daemon at {addr}: {source}. Is `vitrine serve` running there?")]
+    Connect {
+        addr: SocketAddr,
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The daemon answered, but not as a Vitrine daemon does.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{path}: {source}")]
+    Http {
+        path: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{path}: reading the response: {source}")]
+    Body { path: String, source: hyper::Error },
     #[error(transparent)]
     Capture(#[from] CaptureError),
     #[error(transparent)]
