@@ -19,6 +19,9 @@
 //! - [`systemd`]: `sd_notify` (ready, watchdog fed by processed frames, stopping).
 //! - [`eval`]: off the frame's path — tools for model trainers: detector AP/mAP, label-map
 //!   checks, dataset lint, retrieval recall.
+//! - [`bench`]: off the frame's path too — `vitrine bench` (pipeline, catalog, http), driving
+//!   the daemon's own capture supervisor and pipeline rather than copies of them.
+//! - [`process`]: what this process costs the machine (CPU time, resident memory), from `/proc`.
 //!
 //! [`run`] wires them together: HTTP first (so health answers while models load), then catalog and
 //! models, then the camera; on shutdown readiness fails first and the stages drain in order.

@@ -163,6 +163,11 @@ impl ReplayFeed {
             }
         }
     }
+
+    /// Frames replaced in the slot before anyone took them (only at a camera rate).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.slot.replaced()
+    }
 }
 
 impl Drop for ReplayFeed {
@@ -225,6 +230,6 @@ mod tests {
             })
             .collect();
         assert_eq!(widths, [3, 4, 5, 3, 4, 5, 3]);
-        assert_eq!(feed.slot.replaced(), 0);
+        assert_eq!(feed.dropped(), 0);
     }
 }

@@ -73,6 +73,10 @@ pub struct BenchReport {
     /// CPU used over wall time, in cores (0.5 = half of one core); meaningful with `paced`.
     pub cpu_cores: f64,
     pub paced: bool,
+    /// Frames the capture slot replaced unseen while the pipeline was busy, as the daemon drops
+    /// them: only when `paced` and the pipeline is slower than the camera. The other figures
+    /// then describe a pipeline that fell behind, not the camera's rate.
+    pub frames_dropped: u64,
     /// Share of catalog searches whose top-k equals exact search.
     pub topk_equal_exact: f64,
     pub searches_checked: usize,
@@ -129,6 +133,7 @@ struct Measured {
     size: (u32, u32),
     wall_s: f64,
     cpu_s: f64,
+    dropped: u64,
     exact: ExactCheck,
 }
 
@@ -178,6 +183,7 @@ fn measure(
         size: (0, 0),
         wall_s: 0.0,
         cpu_s: 0.0,
+        dropped: 0,
         exact: ExactCheck::default(),
     };
     let cpu_now = || crate::process::cpu_time().unwrap_or_default();
@@ -187,6 +193,7 @@ fn measure(
         if i == opts.warmup {
             wall = Instant::now();
             cpu = cpu_now();
+            m.dropped = feed.dropped();
             m.exact = ExactCheck::default();
         }
         let mut frame = feed.next()?;
@@ -213,6 +220,7 @@ fn measure(
     }
     m.wall_s = wall.elapsed().as_secs_f64() - m.exact.time.as_secs_f64();
     m.cpu_s = (cpu_now() - cpu).as_secs_f64();
+    m.dropped = feed.dropped() - m.dropped;
     Ok(m)
 }
 
@@ -224,6 +232,7 @@ fn summarise(m: Measured, paced: bool, camera_fps: f64, providers: Vec<String>) 
         size,
         wall_s,
         cpu_s,
+        dropped,
         exact,
     } = m;
     let n = timings.len().max(1) as f64;
@@ -259,6 +268,7 @@ fn summarise(m: Measured, paced: bool, camera_fps: f64, providers: Vec<String>) 
         cpu_ms_per_frame: cpu_s * 1e3 / n,
         cpu_cores: cpu_s / wall_s,
         paced,
+        frames_dropped: dropped,
         topk_equal_exact: if exact.checked == 0 {
             1.0
         } else {
@@ -301,6 +311,14 @@ impl std::fmt::Display for BenchReport {
                 "paced at the camera's {:.0} frames/s: CPU {:.1} % of one core",
                 self.camera_fps,
                 self.cpu_cores * 100.0
+            )?;
+        }
+        if self.frames_dropped > 0 {
+            writeln!(
+                f,
+                "the pipeline fell behind the camera: {} frames replaced in the slot unseen, as \
+                 the daemon would drop them",
+                self.frames_dropped
             )?;
         }
         writeln!(
