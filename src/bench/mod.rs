@@ -9,7 +9,7 @@
 //!
 //! The pipeline and catalog benches drive the daemon's own path rather than a copy of it: the
 //! capture supervisor over the config's replay folder feeds a [`LatestSlot`], and the benchmark
-//! takes frames from it where the inference thread would ([`ReplayFeed`]). Nothing here is used
+//! takes frames from it where the inference thread would (`ReplayFeed`). Nothing here is used
 //! by `vitrine serve`.
 
 pub mod catalog;

@@ -2,7 +2,7 @@
 //! latency percentiles, frames per second, and the share of time spent outside ONNX Runtime.
 //!
 //! It runs the daemon's own stages, arranged as the daemon arranges them: the capture supervisor
-//! decodes each replay frame and makes the detector's input on its thread ([`ReplayFeed`]), the
+//! decodes each replay frame and makes the detector's input on its thread (`ReplayFeed`), the
 //! calling thread takes it from the slot and runs the [`Engine`]. Flat out (the default) the
 //! replay runs at `fps = 0`, so the next frame is decoded while the pipeline finishes the one
 //! before and then waits in the slot, and frame-to-publish counts that wait; `--paced` plays the
