@@ -22,6 +22,9 @@
 //! - [`shutdown`]: the one stop signal every stage watches, and the handles `run` waits on.
 //! - [`eval`]: off the frame's path — tools for model trainers: detector AP/mAP, label-map
 //!   checks, dataset lint, retrieval recall.
+//! - [`bench`]: off the frame's path too — `vitrine bench` (pipeline, catalog, http), driving
+//!   the daemon's own capture supervisor and pipeline rather than copies of them.
+//! - [`process`]: what this process costs the machine (CPU time, resident memory), from `/proc`.
 //!
 //! [`run`] is a short list of stage starts, each from its own settings: the HTTP servers first
 //! (so health answers while models load), the catalog and the inference thread's models in
@@ -36,6 +39,7 @@ pub mod config;
 pub mod eval;
 pub mod http;
 pub mod pipeline;
+pub mod process;
 pub mod recommend;
 pub mod shutdown;
 pub mod systemd;

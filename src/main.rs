@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use vitrine::config::{Settings, default_config_path};
 
@@ -50,26 +50,8 @@ enum Command {
     Bench {
         #[command(subcommand)]
         target: Option<BenchTarget>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long, default_value_t = 300)]
-        frames: usize,
-        #[arg(long, default_value_t = 20)]
-        warmup: usize,
-        /// Re-embed every garment on every frame (no tracker embedding cache).
-        #[arg(long)]
-        no_cache: bool,
-        /// Also run exact search for every query (untimed) and report how often the index agrees.
-        #[arg(long)]
-        check_exact: bool,
-        /// Deliver frames at the camera rate (the replay's fps) and report the CPU used, as in the shop.
-        #[arg(long)]
-        paced: bool,
-        /// Search this catalog folder instead of the config's (e.g. a 10,000-item benchmark catalog).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        pipeline: PipelineBench,
     },
     /// Catalog tools for store staff.
     Catalog {
@@ -92,6 +74,31 @@ enum Command {
         #[command(subcommand)]
         command: vitrine::eval::cli::LabelsCommand,
     },
+}
+
+/// `vitrine bench` without a target: the frame pipeline.
+#[derive(Args)]
+struct PipelineBench {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 300)]
+    frames: usize,
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Re-embed every garment on every frame (no tracker embedding cache).
+    #[arg(long)]
+    no_cache: bool,
+    /// Also run exact search for every query (untimed) and report how often the index agrees.
+    #[arg(long)]
+    check_exact: bool,
+    /// Deliver frames at the camera rate (the replay's fps) and report the CPU used, as in the shop.
+    #[arg(long)]
+    paced: bool,
+    /// Search this catalog folder instead of the config's (e.g. a 10,000-item benchmark catalog).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -312,80 +319,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vitrine::detect_images(&settings, &images, &mut std::io::stdout())?;
             Ok(())
         }
-        Command::Bench {
-            target:
-                Some(BenchTarget::Http {
-                    url,
-                    rate,
-                    duration,
-                    connections,
-                    display_clients,
-                    window,
-                    rounds,
-                    json,
-                }),
-            ..
-        } => {
-            let opts = vitrine::http::bench::HttpBenchOptions {
-                addr: vitrine::http::bench::parse_url(&url)?,
-                rate,
-                duration: duration.into(),
-                connections,
-                display_clients,
-                window: window.into(),
-                rounds,
-            };
-            let problems = opts.problems();
-            anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
-            // One thread: the load generator shares the machine with the daemon it measures.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            let report = rt.block_on(vitrine::http::bench::run(&opts))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            Ok(())
-        }
-        Command::Bench {
-            target: Some(what @ BenchTarget::Catalog { .. }),
-            ..
-        } => bench_catalog(what),
-        Command::Bench {
-            target: None,
-            config,
-            frames,
-            warmup,
-            no_cache,
-            check_exact,
-            paced,
-            catalog,
-            json,
-        } => {
-            let mut settings = load(config)?;
-            if let Some(c) = catalog {
-                settings.catalog.path = c;
-            }
-            let report = vitrine::bench::run(
-                &settings,
-                &vitrine::bench::BenchOptions {
-                    frames,
-                    warmup,
-                    no_cache,
-                    check_exact,
-                    paced,
-                },
-            )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            Ok(())
-        }
+        Command::Bench { target, pipeline } => match target {
+            None => bench_pipeline(pipeline),
+            Some(what @ BenchTarget::Http { .. }) => bench_http(what),
+            Some(what @ BenchTarget::Catalog { .. }) => bench_catalog(what),
+        },
         Command::Catalog { command } => catalog(command),
         Command::Eval { command } => Ok(vitrine::eval::cli::run_eval(command)?),
         Command::Dataset { command } => Ok(vitrine::eval::cli::run_dataset(command)?),
@@ -463,6 +401,69 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn bench_pipeline(args: PipelineBench) -> anyhow::Result<()> {
+    let mut settings = load(args.config)?;
+    if let Some(c) = args.catalog {
+        settings.catalog.path = c;
+    }
+    let report = vitrine::bench::pipeline::run(
+        &settings,
+        &vitrine::bench::pipeline::BenchOptions {
+            frames: args.frames,
+            warmup: args.warmup,
+            no_cache: args.no_cache,
+            check_exact: args.check_exact,
+            paced: args.paced,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+fn bench_http(what: BenchTarget) -> anyhow::Result<()> {
+    let BenchTarget::Http {
+        url,
+        rate,
+        duration,
+        connections,
+        display_clients,
+        window,
+        rounds,
+        json,
+    } = what
+    else {
+        anyhow::bail!("only the HTTP benchmark is handled here");
+    };
+    use vitrine::bench::http;
+    let opts = http::HttpBenchOptions {
+        addr: http::parse_url(&url)?,
+        rate,
+        duration: duration.into(),
+        connections,
+        display_clients,
+        window: window.into(),
+        rounds,
+    };
+    let problems = opts.problems();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    // One thread: the load generator shares the machine with the daemon it measures.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(http::run(&opts))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
     let BenchTarget::Catalog {
         config,
@@ -500,7 +501,7 @@ fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
     params.ef_search = ef_search.unwrap_or(params.ef_search);
     let problems = params.problems();
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
-    let opts = vitrine::catalog::bench::CatalogBenchOptions {
+    let opts = vitrine::bench::catalog::CatalogBenchOptions {
         items,
         dim,
         queries,
@@ -522,7 +523,7 @@ fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
         flat_out,
         work,
     };
-    let report = vitrine::catalog::bench::run(settings.as_ref(), &opts)?;
+    let report = vitrine::bench::catalog::run(settings.as_ref(), &opts)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

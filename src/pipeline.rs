@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::capture::{Frame, LatestSlot};
-use crate::catalog::{Catalog, SharedCatalog};
+use crate::catalog::{Catalog, Hit, SharedCatalog};
 use crate::config::PoseSettings;
 use crate::config::Settings;
 use crate::recommend::{GarmentRec, ItemRec, Recommendations, ShopperRec, Tracker};
@@ -91,12 +91,17 @@ pub struct Engine {
     catalog_seen: Option<Arc<Catalog>>,
     top_k: usize,
     ef: usize,
-    /// Benchmarks only: also run exact search and count how often the index's top-k equals it.
-    pub check_exact: bool,
-    pub exact_checked: usize,
-    pub exact_equal: usize,
-    /// Time the exact searches took, which benchmarks leave out of their figures.
-    pub exact_time: Duration,
+}
+
+/// One catalog search made for a frame, as [`Engine::process_inspecting`] shows it: the query,
+/// the group it searched, and the index's answer before the tracker takes it.
+pub struct Search<'a> {
+    pub catalog: &'a Catalog,
+    pub group: &'a str,
+    pub query: &'a [f32],
+    /// The top-k asked for (`hits` may be shorter in a small group).
+    pub k: usize,
+    pub hits: &'a [Hit],
 }
 
 impl Engine {
@@ -135,10 +140,6 @@ impl Engine {
             catalog_seen: None,
             top_k: settings.recommend.top_k,
             ef: settings.catalog.index.ef_search,
-            check_exact: false,
-            exact_checked: 0,
-            exact_equal: 0,
-            exact_time: Duration::ZERO,
         })
     }
 
@@ -268,6 +269,16 @@ impl Engine {
 
     /// Runs one frame through every stage and returns what to publish.
     pub fn process(&mut self, frame: &Frame) -> Result<(Recommendations, FrameTiming), ModelError> {
+        self.process_inspecting(frame, |_| {})
+    }
+
+    /// [`Self::process`], showing each catalog search to `inspect` first, outside the stage
+    /// timings (`vitrine bench --check-exact` compares the index's answers with exact search).
+    pub fn process_inspecting(
+        &mut self,
+        frame: &Frame,
+        mut inspect: impl FnMut(&Search<'_>),
+    ) -> Result<(Recommendations, FrameTiming), ModelError> {
         let mut timing = FrameTiming {
             decode: frame.decode,
             ..Default::default()
@@ -317,21 +328,17 @@ impl Engine {
             .map(|(ti, gi, group, e)| (ti, gi, catalog.search(group, e, self.top_k, self.ef)))
             .collect();
         timing.search = t.elapsed();
-        if self.check_exact {
-            let started = Instant::now();
-            for (ti, gi, hits) in &searches {
-                let g = &self.tracker.tracks()[*ti].garments[*gi];
-                if let Some(e) = &g.embedding {
-                    let exact: Vec<usize> = catalog
-                        .search_exact(&g.group, e, self.top_k)
-                        .iter()
-                        .map(|h| h.item)
-                        .collect();
-                    self.exact_checked += 1;
-                    self.exact_equal += usize::from(hits.iter().map(|h| h.item).eq(exact));
-                }
+        for (ti, gi, hits) in &searches {
+            let g = &self.tracker.tracks()[*ti].garments[*gi];
+            if let Some(query) = &g.embedding {
+                inspect(&Search {
+                    catalog: &catalog,
+                    group: &g.group,
+                    query,
+                    k: self.top_k,
+                    hits,
+                });
             }
-            self.exact_time += started.elapsed();
         }
         let t = Instant::now();
         for (ti, gi, hits) in searches {

@@ -6,7 +6,6 @@
 //! group (top, bottom, footwear, …) has its own index, so a shopper's trousers are only ever
 //! matched against trousers-and-skirts, never against shoes.
 
-pub mod bench;
 pub mod build;
 pub mod bundle;
 pub mod channel;

@@ -5,7 +5,6 @@
 //! the active catalog snapshot); none of them ever waits on a model.
 
 pub mod api;
-pub mod bench;
 pub mod catalog_api;
 pub mod display;
 pub mod error;

@@ -571,24 +571,8 @@ struct ProcessStats {
 }
 
 fn process_stats() -> ProcessStats {
-    // utime and stime, fields 14 and 15 of /proc/self/stat, counted after the ")" that ends the
-    // command name (which may itself hold spaces); in USER_HZ ticks, 100 a second on Linux.
-    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        });
-    let resident_bytes = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024);
+    let cpu_seconds = crate::process::cpu_time().map(|t| t.as_secs_f64());
+    let resident_bytes = crate::process::resident_bytes();
     let open_fds = std::fs::read_dir("/proc/self/fd")
         .ok()
         .map(|fds| fds.count() as u64);

@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-
 use super::doc::{ChannelDocument, DocError, RefusalReason, rollout_bucket};
 use super::fetch::{Document, DownloadError, FetchError, Fetcher};
 use super::metrics::{ChannelMetrics, ErrorKind};
@@ -32,10 +31,10 @@ use super::state::{
 };
 use crate::catalog::import::{CatalogService, ImportInput, ImportRequest, lower_priority};
 use crate::catalog::job::JobKind;
-use crate::shutdown::Stop;
 use crate::catalog::store::VersionInfo;
 use crate::catalog::{CatalogError, EmbedderFingerprint};
 use crate::config::{ChannelSettings, Settings};
+use crate::shutdown::Stop;
 
 /// How often a waiting poller looks at the shutdown flag.
 const STOP_CHECK: Duration = Duration::from_millis(100);

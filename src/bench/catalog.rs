@@ -2,8 +2,9 @@
 //! index time, restart (reload from the dump) time, recall@10 against exact search, search
 //! latency, and, with `--pipeline`, the camera pipeline's frame rate before and during an import.
 //!
-//! The catalog is synthetic (see [`super::synth`]) unless `--bundle` names a real one, e.g. the
-//! full Fashion-MNIST catalog made by `catalog/make_full_catalog.py`.
+//! The catalog is synthetic (see [`crate::catalog::synth`]) unless `--bundle` names a real one,
+//! e.g. the full Fashion-MNIST catalog made by `catalog/make_full_catalog.py`. The frame rate is
+//! the daemon's own: its capture stage over the config's replay folder feeding the [`Engine`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +14,14 @@ use std::time::{Duration, Instant, SystemTime};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::import::{CatalogService, ImportInput, ImportRequest, JobKind, ServiceConfig};
-use super::index::exact_top_k;
-use super::items::EmbedderFingerprint;
-use super::synth::{self, Embeddings, Rng};
-use super::{Catalog, CatalogError, IndexParams};
+use super::{BenchError, ReplayFeed, percentile, replay_camera};
+use crate::catalog::import::{CatalogService, ImportInput, ImportRequest, JobKind, ServiceConfig};
+use crate::catalog::index::exact_top_k;
+use crate::catalog::items::EmbedderFingerprint;
+use crate::catalog::synth::{self, Embeddings, Rng};
+use crate::catalog::{Catalog, CatalogError, IndexParams};
 use crate::config::Settings;
+use crate::pipeline::Engine;
 
 #[derive(Debug, Clone)]
 pub struct CatalogBenchOptions {
@@ -114,13 +117,6 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Runs an import on this thread while another thread records when each stage began.
 fn timed_import(
     service: &CatalogService,
@@ -172,7 +168,7 @@ fn timed_import(
 pub fn run(
     settings: Option<&Settings>,
     opts: &CatalogBenchOptions,
-) -> Result<CatalogBenchReport, CatalogError> {
+) -> Result<CatalogBenchReport, BenchError> {
     let tmp;
     let work = match &opts.work {
         Some(w) => w.clone(),
@@ -190,29 +186,7 @@ pub fn run(
         },
     };
     let t = Instant::now();
-    let (bundle, source) = match &opts.bundle {
-        Some(b) => (b.clone(), format!("bundle {}", b.display())),
-        None => {
-            let b = work.join("bundle");
-            if !b.join("manifest.json").is_file() {
-                eprintln!(
-                    "generating {} synthetic items (seed {})…",
-                    opts.items, opts.seed
-                );
-                synth::write_bundle(
-                    &b,
-                    "bench",
-                    opts.items,
-                    opts.items,
-                    &fingerprint,
-                    opts.embeddings,
-                    "bench",
-                    opts.seed,
-                )?;
-            }
-            (b, format!("synthetic, seed {}", opts.seed))
-        }
-    };
+    let (bundle, source) = bundle_to_import(&work, opts, &fingerprint)?;
     let generate_s = t.elapsed().as_secs_f64();
     let data = work.join("data");
     let _ = std::fs::remove_dir_all(&data);
@@ -242,9 +216,10 @@ pub fn run(
 
     eprintln!("importing…");
     let service = CatalogService::open(cfg.clone(), empty(), Box::new(|_| {}))?;
-    let cpu = crate::bench::process_cpu_time();
+    let cpu_now = || crate::process::cpu_time().unwrap_or_default();
+    let cpu = cpu_now();
     let (import_s, import_stages_s) = timed_import(&service, ImportInput::Folder(bundle.clone()))?;
-    let import_cpu_s = (crate::bench::process_cpu_time() - cpu).as_secs_f64();
+    let import_cpu_s = (cpu_now() - cpu).as_secs_f64();
     drop(service);
 
     eprintln!("restarting…");
@@ -255,6 +230,75 @@ pub fn run(
     service.shared().store(catalog.clone());
 
     eprintln!("recall and latency over {} queries…", opts.queries);
+    let (recall_at_10, search) = recall_and_latency(&catalog, opts)?;
+
+    let pipeline = match (opts.pipeline, settings) {
+        (true, Some(s)) => Some(pipeline_impact(s, &service, &bundle, opts.flat_out)?),
+        (true, None) => return Err(BenchError::NeedsModels),
+        _ => None,
+    };
+
+    Ok(CatalogBenchReport {
+        machine: machine(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        items: catalog.items.len(),
+        dim: fingerprint.dim,
+        source,
+        params: opts.params,
+        import_threads: opts.import_threads,
+        import_nice: opts.import_nice,
+        generate_s,
+        import_s,
+        import_stages_s,
+        import_cpu_s,
+        load_average: super::load_average()
+            .map(|l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]))
+            .unwrap_or_default(),
+        restart_s,
+        queries: opts.queries,
+        seed: opts.seed,
+        recall_at_10,
+        search,
+        pipeline,
+    })
+}
+
+/// The bundle folder to import and how to describe it: `--bundle`, or a synthetic one made in
+/// `work` (kept there, so a `--work` folder skips the generation next time).
+fn bundle_to_import(
+    work: &std::path::Path,
+    opts: &CatalogBenchOptions,
+    fingerprint: &EmbedderFingerprint,
+) -> Result<(PathBuf, String), CatalogError> {
+    if let Some(b) = &opts.bundle {
+        return Ok((b.clone(), format!("bundle {}", b.display())));
+    }
+    let b = work.join("bundle");
+    if !b.join("manifest.json").is_file() {
+        eprintln!(
+            "generating {} synthetic items (seed {})…",
+            opts.items, opts.seed
+        );
+        synth::write_bundle(
+            &b,
+            "bench",
+            opts.items,
+            opts.items,
+            fingerprint,
+            opts.embeddings,
+            "bench",
+            opts.seed,
+        )?;
+    }
+    Ok((b, format!("synthetic, seed {}", opts.seed)))
+}
+
+/// Recall@10 of the index against exact search, and search latency, over `opts.queries` queries
+/// near random catalog items.
+fn recall_and_latency(
+    catalog: &Catalog,
+    opts: &CatalogBenchOptions,
+) -> Result<(f64, Latency), BenchError> {
     // Exact search over the vectors the index holds, grouped as the index groups them.
     let exact: std::collections::BTreeMap<String, Vec<(usize, Vec<f32>)>> = catalog
         .group_indexes()
@@ -268,7 +312,7 @@ pub fn run(
         .flat_map(|(g, vs)| vs.iter().map(move |(_, v)| (g, v)))
         .collect();
     if all.is_empty() {
-        return Err(CatalogError::Other("the benchmark catalog is empty".into()));
+        return Err(BenchError::EmptyCatalog);
     }
     let queries: Vec<(String, Vec<f32>)> = (0..opts.queries)
         .map(|_| {
@@ -299,109 +343,40 @@ pub fn run(
     lat.sort_by(f64::total_cmp);
     cpu_lat.sort_by(f64::total_cmp);
     let recall_at_10 = found as f64 / (queries.len().max(1) * 10) as f64;
-
-    let pipeline = match (opts.pipeline, settings) {
-        (true, Some(s)) => Some(pipeline_impact(s, &service, &bundle, opts.flat_out)?),
-        (true, None) => {
-            return Err(CatalogError::Other(
-                "--pipeline needs a config with the models".into(),
-            ));
-        }
-        _ => None,
-    };
-
-    Ok(CatalogBenchReport {
-        machine: machine(),
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        items: catalog.items.len(),
-        dim: fingerprint.dim,
-        source,
-        params: opts.params,
-        import_threads: opts.import_threads,
-        import_nice: opts.import_nice,
-        generate_s,
-        import_s,
-        import_stages_s,
-        import_cpu_s,
-        load_average: std::fs::read_to_string("/proc/loadavg")
-            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default(),
-        restart_s,
-        queries: queries.len(),
-        seed: opts.seed,
+    Ok((
         recall_at_10,
-        search: Latency {
+        Latency {
             p50_us: percentile(&lat, 0.50),
             p99_us: percentile(&lat, 0.99),
             max_us: lat.last().copied().unwrap_or(0.0),
             cpu_p50_us: percentile(&cpu_lat, 0.50),
             cpu_p99_us: percentile(&cpu_lat, 0.99),
         },
-        pipeline,
-    })
+    ))
 }
 
-/// Frames per second of the real pipeline (replay frames, as fast as it goes) for a while on its
-/// own, then while the same bundle is imported again on the import threads.
+/// Frames per second of the real pipeline (replay frames at the camera's rate, or as fast as it
+/// goes) for a while on its own, then while the same bundle is imported again on the import
+/// threads.
 fn pipeline_impact(
     settings: &Settings,
     service: &CatalogService,
     bundle: &std::path::Path,
     flat_out: bool,
-) -> Result<PipelineImpact, CatalogError> {
-    use crate::capture::Frame;
-    use crate::capture::replay::{decode_frame, list_frames};
-
-    let other = |e: String| CatalogError::Other(e);
-    let (dir, camera_fps) = match &settings.camera {
-        crate::capture::SourceConfig::Replay(r) => (r.path.clone(), r.fps),
-        _ => {
-            return Err(other(
-                "--pipeline needs a replay camera in the config".into(),
-            ));
-        }
-    };
-    // Frames arrive at the camera's rate (flat out when `flat_out`); a frame that finds the
-    // pipeline busy is dropped, as the capture slot drops it, so the rate achieved is what the
-    // display would show.
-    let period = (!flat_out && camera_fps > 0.0).then(|| Duration::from_secs_f64(1.0 / camera_fps));
-    let mut due = Instant::now();
-    let mut pace = move || {
-        if let Some(p) = period {
-            due += p;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            } else {
-                due = now;
-            }
-        }
-    };
-    let encoded: Vec<Vec<u8>> = list_frames(&dir)
-        .map_err(|e| other(format!("{}: {e}", dir.display())))?
-        .iter()
-        .filter_map(|f| std::fs::read(f).ok())
-        .collect();
-    if encoded.is_empty() {
-        return Err(other(format!("{} holds no frames", dir.display())));
-    }
-    let mut engine = crate::pipeline::Engine::build(settings, service.shared().clone())
-        .map_err(|e| other(e.to_string()))?;
-    let mut seq = 0u64;
-    let mut frame = |engine: &mut crate::pipeline::Engine| -> Result<(), CatalogError> {
-        let bytes = &encoded[seq as usize % encoded.len()];
-        let t = Instant::now();
-        let image = decode_frame(bytes).map_err(other)?;
-        let f = Frame {
-            image: Arc::new(image),
-            captured_at: SystemTime::now(),
-            captured: t,
-            seq,
-            decode: t.elapsed(),
-            detector_input: None,
-        };
-        seq += 1;
-        engine.process(&f).map_err(|e| other(e.to_string()))?;
+) -> Result<PipelineImpact, BenchError> {
+    let replay = replay_camera(settings)?;
+    let camera_fps = replay.fps;
+    let mut engine = Engine::build(settings, service.shared().clone())?;
+    // Frames come from the daemon's capture stage at the camera's rate (flat out when
+    // `flat_out`); a frame that finds the pipeline busy is replaced in the slot, as in the shop,
+    // so the rate achieved is what the display would show.
+    let feed = ReplayFeed::start(
+        replay,
+        if flat_out { 0.0 } else { camera_fps },
+        Some(engine.preparer()),
+    )?;
+    let frame = |engine: &mut Engine| -> Result<(), BenchError> {
+        engine.process(&feed.next()?)?;
         Ok(())
     };
     eprintln!("pipeline alone…");
@@ -412,7 +387,6 @@ fn pipeline_impact(
     let mut n = 0;
     while t.elapsed() < Duration::from_secs(20) {
         frame(&mut engine)?;
-        pace();
         n += 1;
     }
     let fps_before = n as f64 / t.elapsed().as_secs_f64();
@@ -435,13 +409,10 @@ fn pipeline_impact(
                 running.store(false, Ordering::Relaxed);
                 return Err(e);
             }
-            pace();
             n += 1;
         }
         let wall = t.elapsed().as_secs_f64();
-        let import_s = importer
-            .join()
-            .map_err(|_| other("the import thread panicked".into()))??;
+        let import_s = importer.join().map_err(|_| BenchError::ImportPanicked)??;
         Ok((n, wall, import_s))
     });
     let (frames_during, wall, import_under_load_s) = outcome?;

@@ -12,36 +12,26 @@
 //!    and latency is counted from the scheduled time, so a stalled server cannot hide its queue
 //!    (no coordinated omission). The frame rate is sampled during this phase too.
 //!
-//! Loopback only (the appliance must not be used to load anything else) and plain HTTP/1.1 with
-//! keep-alive over a handful of connections, written here directly: a benchmark client with few
-//! moving parts, not a general one.
+//! Loopback only (the appliance must not be used to load anything else), HTTP/1.1 through
+//! hyper's pooled client: keep-alive connections opened before the request phase and reused, so
+//! the figures measure the server and not the client's connecting or parsing.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use hyper::body::{Body as _, Incoming};
+use hyper::{Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error(
-        "{0}: the HTTP benchmark only talks to this machine; give a loopback address such as http://127.0.0.1:8080"
-    )]
-    NotLoopback(String),
-    #[error("{url}: {message}")]
-    Url { url: String, message: String },
-    #[error("cannot reach the daemon at {addr}: {source}. Is `vitrine serve` running there?")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Protocol(String),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
+use super::BenchError;
 
 #[derive(Debug, Clone)]
 pub struct HttpBenchOptions {
@@ -247,102 +237,87 @@ impl fmt::Display for HttpBenchReport {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection.
-struct Conn {
-    io: BufReader<TcpStream>,
-    host: String,
+/// The daemon under test, through hyper's client: a pool of keep-alive connections shared by
+/// every request (one connection per request in flight; an idle one is reused).
+#[derive(Clone)]
+struct Daemon {
+    client: Client<HttpConnector, String>,
+    addr: SocketAddr,
 }
 
-impl Conn {
-    async fn open(addr: SocketAddr) -> Result<Self, BenchError> {
-        let s = TcpStream::connect(addr)
-            .await
-            .map_err(|source| BenchError::Connect { addr, source })?;
-        s.set_nodelay(true)?;
-        Ok(Self {
-            io: BufReader::new(s),
-            host: addr.to_string(),
+impl Daemon {
+    fn new(addr: SocketAddr) -> Self {
+        let mut connector = HttpConnector::new();
+        // Requests are small and answered at once: Nagle's delay would be measured as latency.
+        connector.set_nodelay(true);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            addr,
+        }
+    }
+
+    /// Sends `GET path` and returns the response once its head arrived.
+    async fn send(&self, path: &str) -> Result<Response<Incoming>, BenchError> {
+        let url = format!("http://{}{path}", self.addr);
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| BenchError::Url {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        self.client.get(uri).await.map_err(|source| {
+            if source.is_connect() {
+                BenchError::Connect {
+                    addr: self.addr,
+                    source,
+                }
+            } else {
+                BenchError::Http {
+                    path: path.into(),
+                    source,
+                }
+            }
         })
     }
 
-    async fn send_get(&mut self, path: &str) -> Result<(), BenchError> {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n\r\n",
-            self.host
-        );
-        self.io.get_mut().write_all(req.as_bytes()).await?;
-        Ok(())
-    }
-
-    /// Reads a status line and headers; returns the status and the body length when known.
-    async fn read_head(&mut self) -> Result<(u16, Option<usize>, bool), BenchError> {
-        let mut line = String::new();
-        if self.io.read_line(&mut line).await? == 0 {
-            return Err(BenchError::Protocol(
-                "the server closed the connection".into(),
-            ));
+    /// `GET path`: the status and the whole body. Reading the body to its end is also what
+    /// gives the connection back to the pool.
+    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), BenchError> {
+        let response = self.send(path).await?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        while let Some(data) = next_data(&mut body, path).await? {
+            out.extend_from_slice(&data);
         }
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| BenchError::Protocol(format!("bad status line {line:?}")))?;
-        let (mut len, mut chunked) = (None, false);
-        loop {
-            line.clear();
-            if self.io.read_line(&mut line).await? == 0 {
-                return Err(BenchError::Protocol("headers cut short".into()));
+        Ok((status, out))
+    }
+}
+
+/// The next piece of a response body's data (trailers skipped), `None` at its end.
+async fn next_data(body: &mut Incoming, path: &str) -> Result<Option<Bytes>, BenchError> {
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            None => return Ok(None),
+            Some(Err(source)) => {
+                return Err(BenchError::Body {
+                    path: path.into(),
+                    source,
+                });
             }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-                if k == "content-length" {
-                    len = v.parse().ok();
-                } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                    chunked = true;
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
                 }
             }
         }
-        Ok((status, len, chunked))
-    }
-
-    async fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), BenchError> {
-        self.send_get(path).await?;
-        let (status, len, chunked) = self.read_head().await?;
-        let mut body = Vec::new();
-        if chunked {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                self.io.read_line(&mut line).await?;
-                let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| BenchError::Protocol(format!("bad chunk size {line:?}")))?;
-                let start = body.len();
-                body.resize(start + n + 2, 0);
-                self.io.read_exact(&mut body[start..]).await?;
-                body.truncate(start + n);
-                if n == 0 {
-                    break;
-                }
-            }
-        } else {
-            let n = len.ok_or_else(|| {
-                BenchError::Protocol(format!("{path}: response without a length"))
-            })?;
-            body.resize(n, 0);
-            self.io.read_exact(&mut body).await?;
-        }
-        Ok((status, body))
     }
 }
 
 /// Frames processed so far, display clients connected, and the daemon's CPU seconds, from
 /// `/metrics`.
-async fn frames_processed(conn: &mut Conn) -> Result<(f64, f64, f64), BenchError> {
-    let (status, body) = conn.get("/metrics").await?;
+async fn frames_processed(daemon: &Daemon) -> Result<(f64, f64, f64), BenchError> {
+    let (status, body) = daemon.get("/metrics").await?;
     if status != 200 {
         return Err(BenchError::Protocol(format!("/metrics answered {status}")));
     }
@@ -363,11 +338,11 @@ async fn frames_processed(conn: &mut Conn) -> Result<(f64, f64, f64), BenchError
 
 /// The pipeline's frame rate and the daemon's CPU cores over `window`, and the display clients
 /// `/metrics` saw at the end.
-async fn fps(conn: &mut Conn, window: Duration) -> Result<(f64, f64, f64), BenchError> {
-    let (f0, _, c0) = frames_processed(conn).await?;
+async fn fps(daemon: &Daemon, window: Duration) -> Result<(f64, f64, f64), BenchError> {
+    let (f0, _, c0) = frames_processed(daemon).await?;
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let (f1, clients, c1) = frames_processed(conn).await?;
+    let (f1, clients, c1) = frames_processed(daemon).await?;
     let s = t0.elapsed().as_secs_f64();
     Ok(((f1 - f0) / s, (c1 - c0) / s, clients))
 }
@@ -381,61 +356,106 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// Counts the `recommendations` events in an event stream's text, which arrives in pieces that
+/// need not end at a line's end.
+#[derive(Default)]
+struct EventCounter {
+    line: Vec<u8>,
+}
+
+impl EventCounter {
+    /// Reads one piece; returns how many `recommendations` events it completed.
+    fn feed(&mut self, data: &[u8]) -> u64 {
+        let mut events = 0;
+        for &b in data {
+            if b == b'\n' {
+                events += u64::from(self.line.starts_with(b"event: recommendations"));
+                self.line.clear();
+            } else {
+                self.line.push(b);
+            }
+        }
+        events
+    }
 }
 
 /// Opens one display event stream and reads it until aborted; counts `recommendations` events.
-async fn display_client(
-    addr: SocketAddr,
-    events: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> Result<(), BenchError> {
-    let mut c = Conn::open(addr).await?;
-    c.send_get("/api/events").await?;
-    let (status, _, _) = c.read_head().await?;
-    if status != 200 {
+async fn display_client(daemon: Daemon, events: Arc<AtomicU64>) -> Result<(), BenchError> {
+    let path = "/api/events";
+    let response = daemon.send(path).await?;
+    if response.status() != 200 {
         return Err(BenchError::Protocol(format!(
-            "/api/events answered {status}"
+            "{path} answered {}",
+            response.status().as_u16()
         )));
     }
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        if c.io.read_until(b'\n', &mut buf).await? == 0 {
-            return Ok(());
-        }
-        // Chunked framing lines interleave with SSE lines; only event names matter here.
-        if buf.starts_with(b"event: recommendations") {
-            events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+    let mut body = response.into_body();
+    let mut counter = EventCounter::default();
+    while let Some(data) = next_data(&mut body, path).await? {
+        events.fetch_add(counter.feed(&data), Ordering::Relaxed);
     }
+    Ok(())
 }
 
 /// Runs the three phases against the daemon at `opts.addr`.
 pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError> {
     let addr = opts.addr;
-    let load_average_at_start = load_average();
-    let mut probe = Conn::open(addr).await?;
-    let (ready_status, _) = probe.get("/readyz").await?;
+    let load_average_at_start = super::load_average().map(|l| l[0]);
+    let daemon = Daemon::new(addr);
+    let (ready_status, _) = daemon.get("/readyz").await?;
+    let events = Arc::new(AtomicU64::new(0));
+    let (rounds, seen) = display_rounds(&daemon, opts, &events).await?;
+    let fps_baseline = median(rounds.iter().map(|r| r.fps_alone).collect());
+    let fps_with = median(rounds.iter().map(|r| r.fps_with_clients).collect());
+    let drop_pct = if fps_baseline > 0.0 {
+        (fps_baseline - fps_with) / fps_baseline * 100.0
+    } else {
+        0.0
+    };
+    let api = api_load(&daemon, opts).await?;
+    let ok = api.latency.len() as u64;
+    Ok(HttpBenchReport {
+        target: format!("http://{addr}/"),
+        ready: ready_status == 200,
+        load_average_at_start,
+        cpu_baseline: median(rounds.iter().map(|r| r.cpu_alone).collect()),
+        cpu_with_display_clients: median(rounds.iter().map(|r| r.cpu_with_clients).collect()),
+        rounds,
+        fps_baseline,
+        display_clients: opts.display_clients,
+        fps_with_display_clients: fps_with,
+        fps_drop_with_display_clients_pct: drop_pct,
+        display_events_received: events.load(Ordering::Relaxed),
+        display_clients_connected_seen: seen,
+        api_rate_target: opts.rate,
+        api_requests: ok + api.errors,
+        api_errors: api.errors + api.scheduled.saturating_sub(ok + api.errors),
+        api_rate_achieved: ok as f64 / api.elapsed_s,
+        api_latency: latency(api.latency),
+        api_service_time: latency(api.service),
+        api_response_bytes: api.bytes,
+        fps_during_api_load: api.frames / api.elapsed_s,
+    })
+}
 
-    // Phases 1 and 2, alternating: the pipeline alone, then with display clients connected.
-    let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+/// Phases 1 and 2, alternating: the pipeline alone, then with display clients connected. Returns
+/// the rounds and the display clients `/metrics` saw in the last one.
+async fn display_rounds(
+    daemon: &Daemon,
+    opts: &HttpBenchOptions,
+    events: &Arc<AtomicU64>,
+) -> Result<(Vec<Round>, f64), BenchError> {
     let mut rounds = Vec::with_capacity(opts.rounds);
     let mut seen = 0.0;
     for _ in 0..opts.rounds {
-        let (fps_alone, cpu_alone, _) = fps(&mut probe, opts.window).await?;
+        let (fps_alone, cpu_alone, _) = fps(daemon, opts.window).await?;
         let mut clients = tokio::task::JoinSet::new();
         for _ in 0..opts.display_clients {
-            clients.spawn(display_client(addr, events.clone()));
+            clients.spawn(display_client(daemon.clone(), events.clone()));
         }
         // Give every page time to connect and take its first events before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (fps_with_clients, cpu_with_clients, s) = fps(&mut probe, opts.window).await?;
+        let (fps_with_clients, cpu_with_clients, s) = fps(daemon, opts.window).await?;
         seen = s;
         clients.abort_all();
         while clients.join_next().await.is_some() {}
@@ -448,46 +468,65 @@ pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError>
             cpu_with_clients,
         });
     }
-    let fps_baseline = median(rounds.iter().map(|r| r.fps_alone).collect());
-    let fps_with = median(rounds.iter().map(|r| r.fps_with_clients).collect());
-    let drop_pct = if fps_baseline > 0.0 {
-        (fps_baseline - fps_with) / fps_baseline * 100.0
-    } else {
-        0.0
-    };
+    Ok((rounds, seen))
+}
 
-    // Phase 3: open-loop requests, spread round-robin over the connections.
+/// What phase 3 measured.
+struct ApiLoad {
+    /// Per answered request, ms: from the scheduled time, and from the moment it was sent.
+    latency: Vec<f64>,
+    service: Vec<f64>,
+    errors: u64,
+    scheduled: u64,
+    bytes: usize,
+    elapsed_s: f64,
+    /// Frames the pipeline processed meanwhile.
+    frames: f64,
+}
+
+/// Phase 3: open-loop requests, spread round-robin over `opts.connections` workers, each with
+/// one request in flight at a time on a keep-alive connection of the pool.
+async fn api_load(daemon: &Daemon, opts: &HttpBenchOptions) -> Result<ApiLoad, BenchError> {
+    // Open the connections before the clock starts: as many requests at once as there will be
+    // workers leave that many connections idle in the pool.
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..opts.connections {
+        let d = daemon.clone();
+        opening.spawn(async move { d.get("/healthz").await.map(|_| ()) });
+    }
+    while let Some(r) = opening.join_next().await {
+        r.map_err(|e| BenchError::Protocol(format!("opening a connection: {e}")))??;
+    }
     let mut senders = Vec::with_capacity(opts.connections);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.connections {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-        let mut conn = Conn::open(addr).await?;
+        let daemon = daemon.clone();
         senders.push(tx);
         workers.spawn(async move {
             let (mut lat, mut service) = (Vec::new(), Vec::new());
             let (mut errors, mut bytes) = (0u64, 0usize);
             while let Some(scheduled) = rx.recv().await {
                 let sent = Instant::now();
-                match conn.get("/api/recommendations").await {
+                match daemon.get("/api/recommendations").await {
                     Ok((200, body)) => {
                         lat.push(scheduled.elapsed().as_secs_f64() * 1e3);
                         service.push(sent.elapsed().as_secs_f64() * 1e3);
                         bytes = body.len();
                     }
                     Ok(_) => errors += 1,
-                    Err(_) => {
+                    // The daemon is gone: this worker gives up, its share counts as errors.
+                    Err(BenchError::Connect { .. }) => {
                         errors += 1;
-                        match Conn::open(addr).await {
-                            Ok(c) => conn = c,
-                            Err(_) => break,
-                        }
+                        break;
                     }
+                    Err(_) => errors += 1,
                 }
             }
             (lat, service, errors, bytes)
         });
     }
-    let (f0, _, _) = frames_processed(&mut probe).await?;
+    let (f0, _, _) = frames_processed(daemon).await?;
     let period = Duration::from_secs_f64(1.0 / f64::from(opts.rate));
     let total = (opts.duration.as_secs_f64() * f64::from(opts.rate)).round() as u64;
     let start = Instant::now();
@@ -504,43 +543,28 @@ pub async fn run(opts: &HttpBenchOptions) -> Result<HttpBenchReport, BenchError>
             let _ = senders[(i as usize) % senders.len()].send(at);
         }
     });
-    let mut lat = Vec::with_capacity(total as usize);
-    let mut service = Vec::with_capacity(total as usize);
-    let (mut errors, mut bytes) = (0u64, 0usize);
+    let mut load = ApiLoad {
+        latency: Vec::with_capacity(total as usize),
+        service: Vec::with_capacity(total as usize),
+        errors: 0,
+        scheduled: total,
+        bytes: 0,
+        elapsed_s: 0.0,
+        frames: 0.0,
+    };
     while let Some(r) = workers.join_next().await {
         if let Ok((l, sv, e, b)) = r {
-            lat.extend(l);
-            service.extend(sv);
-            errors += e;
-            bytes = bytes.max(b);
+            load.latency.extend(l);
+            load.service.extend(sv);
+            load.errors += e;
+            load.bytes = load.bytes.max(b);
         }
     }
     let _ = scheduler.join();
-    let elapsed = start.elapsed().as_secs_f64();
-    let (f1, _, _) = frames_processed(&mut probe).await?;
-    let ok = lat.len() as u64;
-    Ok(HttpBenchReport {
-        target: format!("http://{addr}/"),
-        ready: ready_status == 200,
-        load_average_at_start,
-        cpu_baseline: median(rounds.iter().map(|r| r.cpu_alone).collect()),
-        cpu_with_display_clients: median(rounds.iter().map(|r| r.cpu_with_clients).collect()),
-        rounds,
-        fps_baseline,
-        display_clients: opts.display_clients,
-        fps_with_display_clients: fps_with,
-        fps_drop_with_display_clients_pct: drop_pct,
-        display_events_received: events.load(std::sync::atomic::Ordering::Relaxed),
-        display_clients_connected_seen: seen,
-        api_rate_target: opts.rate,
-        api_requests: ok + errors,
-        api_errors: errors + total.saturating_sub(ok + errors),
-        api_rate_achieved: ok as f64 / elapsed,
-        api_latency: latency(lat),
-        api_service_time: latency(service),
-        api_response_bytes: bytes,
-        fps_during_api_load: (f1 - f0) / elapsed,
-    })
+    load.elapsed_s = start.elapsed().as_secs_f64();
+    let (f1, _, _) = frames_processed(daemon).await?;
+    load.frames = f1 - f0;
+    Ok(load)
 }
 
 #[cfg(test)]
@@ -569,6 +593,18 @@ mod tests {
         assert_eq!(l.p50_ms, 50.0);
         assert_eq!(l.p99_ms, 99.0);
         assert_eq!(l.max_ms, 100.0);
+    }
+
+    #[test]
+    fn events_are_counted_across_pieces_of_the_stream() {
+        let mut c = EventCounter::default();
+        assert_eq!(c.feed(b"event: hello\ndata: {}\n\nevent: recommen"), 0);
+        assert_eq!(c.feed(b"dations\ndata: {\"a\":1}\n\nevent: ping\n"), 1);
+        assert_eq!(
+            c.feed(b"event: recommendations\ndata: x\n\nevent: recommendations\n"),
+            2
+        );
+        assert_eq!(c.feed(b"data: event: recommendations\n"), 0);
     }
 
     #[test]
