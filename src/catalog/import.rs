@@ -515,7 +515,7 @@ impl CatalogService {
             manifest,
             items,
             vectors,
-            warnings,
+            mut warnings,
             ..
         } = bundle;
         let vectors = match vectors {
@@ -534,11 +534,13 @@ impl CatalogService {
         };
         job.stage("indexing", items.len() as u64);
         let params = self.cfg.params;
-        let catalog = pool.install(|| {
-            Catalog::build(meta, items, vectors, &params, &|done, _| {
+        // Graphs HQ built into the bundle are loaded when they prove to be these items' own.
+        let (catalog, prebuilt) = pool.install(|| {
+            super::prebuilt::build_or_load(&dir, meta, items, vectors, &params, &|done, _| {
                 job.progress(done as u64)
             })
         });
+        warnings.extend(prebuilt.warning());
         failpoint("indexed");
         job.stage("saving", 0);
         let info = VersionInfo {
