@@ -6,5 +6,8 @@
 //! refuses what it was offered (they label the refusal metric and show in `/api/status`).
 
 pub mod doc;
+pub mod keys;
+pub mod publish;
+pub mod store;
 
 pub use doc::{ChannelDocument, DocError, RefusalReason, TrustedKeys};
