@@ -165,6 +165,10 @@ enum BenchTarget {
         /// Keep the generated bundle and data folder here (reused by the next run).
         #[arg(long)]
         work: Option<PathBuf>,
+        /// Build the indexes into the bundle first (as `catalog publish --with-index` does at
+        /// HQ) and measure an import that loads them.
+        #[arg(long)]
+        prebuilt: bool,
         #[arg(long)]
         json: bool,
     },
@@ -617,6 +621,7 @@ fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
         pipeline,
         flat_out,
         work,
+        prebuilt,
         json,
     } = what
     else {
@@ -658,6 +663,7 @@ fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
         pipeline,
         flat_out,
         work,
+        prebuilt,
     };
     let report = vitrine::catalog::bench::run(settings.as_ref(), &opts)?;
     if json {

@@ -39,6 +39,9 @@ pub struct CatalogBenchOptions {
     pub flat_out: bool,
     /// Where to put the bundle and data folder (default: a temporary folder, removed after).
     pub work: Option<PathBuf>,
+    /// Build the indexes into the bundle first, as `vitrine catalog publish --with-index` does at
+    /// HQ, so the import loads them instead.
+    pub prebuilt: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +92,10 @@ pub struct CatalogBenchReport {
     pub recall_at_10: f64,
     pub search: Latency,
     pub pipeline: Option<PipelineImpact>,
+    /// With `--prebuilt`: seconds HQ spent building the indexes into the bundle (not part of
+    /// `import_s`), and whether the import loaded them.
+    pub prebuilt_build_s: Option<f64>,
+    pub prebuilt_loaded: Option<bool>,
 }
 
 fn machine() -> String {
@@ -125,7 +132,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn timed_import(
     service: &CatalogService,
     input: ImportInput,
-) -> Result<(f64, Vec<(String, f64)>), CatalogError> {
+) -> Result<(f64, Vec<(String, f64)>, Vec<String>), CatalogError> {
     let job = service.new_job("bench");
     let stages = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let done = Arc::new(AtomicBool::new(false));
@@ -149,7 +156,7 @@ fn timed_import(
     let end = Instant::now();
     done.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    r?;
+    let warnings = r?.warnings;
     let g = stages.lock().unwrap_or_else(|p| p.into_inner());
     let per: Vec<(String, f64)> = g
         .iter()
@@ -160,7 +167,41 @@ fn timed_import(
             (s.clone(), (next - *at).as_secs_f64())
         })
         .collect();
-    Ok((total, per))
+    Ok((total, per, warnings))
+}
+
+/// With `--prebuilt`, builds the indexes into the bundle folder as HQ would and returns the
+/// seconds it took; without, removes any a previous run left in a reused `--work` folder.
+fn prebuild(
+    bundle: &std::path::Path,
+    fingerprint: &EmbedderFingerprint,
+    opts: &CatalogBenchOptions,
+) -> Result<Option<f64>, CatalogError> {
+    let index = bundle.join(super::prebuilt::INDEX_DIR);
+    if !opts.prebuilt {
+        if index.exists() && opts.bundle.is_none() {
+            std::fs::remove_dir_all(&index).map_err(|source| CatalogError::Write {
+                path: index,
+                source,
+            })?;
+        }
+        return Ok(None);
+    }
+    eprintln!("building the indexes into the bundle, as HQ does…");
+    let t = Instant::now();
+    let b = super::bundle::read_bundle(bundle, Some(fingerprint), &Default::default())?;
+    let vectors = b.vectors.ok_or_else(|| {
+        CatalogError::Other("--prebuilt needs a bundle that carries its embeddings".into())
+    })?;
+    super::prebuilt::write(
+        bundle,
+        b.items,
+        vectors,
+        fingerprint,
+        &opts.params,
+        &|_, _| {},
+    )?;
+    Ok(Some(t.elapsed().as_secs_f64()))
 }
 
 pub fn run(
@@ -208,6 +249,7 @@ pub fn run(
         }
     };
     let generate_s = t.elapsed().as_secs_f64();
+    let prebuilt_build_s = prebuild(&bundle, &fingerprint, opts)?;
     let data = work.join("data");
     let _ = std::fs::remove_dir_all(&data);
     let cfg = ServiceConfig {
@@ -237,7 +279,13 @@ pub fn run(
     eprintln!("importing…");
     let service = CatalogService::open(cfg.clone(), empty(), Box::new(|_| {}))?;
     let cpu = crate::bench::process_cpu_time();
-    let (import_s, import_stages_s) = timed_import(&service, ImportInput::Folder(bundle.clone()))?;
+    let (import_s, import_stages_s, warnings) =
+        timed_import(&service, ImportInput::Folder(bundle.clone()))?;
+    let prebuilt_loaded = opts.prebuilt.then(|| {
+        !warnings
+            .iter()
+            .any(|w| w.contains("prebuilt indexes were not used"))
+    });
     let import_cpu_s = (crate::bench::process_cpu_time() - cpu).as_secs_f64();
     drop(service);
 
@@ -332,6 +380,8 @@ pub fn run(
             cpu_p99_us: percentile(&cpu_lat, 0.99),
         },
         pipeline,
+        prebuilt_build_s,
+        prebuilt_loaded,
     })
 }
 
@@ -485,6 +535,13 @@ impl std::fmt::Display for CatalogBenchReport {
             stages.join(", "),
             self.import_cpu_s
         )?;
+        if let (Some(b), Some(loaded)) = (self.prebuilt_build_s, self.prebuilt_loaded) {
+            writeln!(
+                f,
+                "prebuilt indexes: built into the bundle in {b:.1} s (HQ's side); the import {} them",
+                if loaded { "loaded" } else { "did NOT load" }
+            )?;
+        }
         writeln!(f, "restart (reload from dump): {:.2} s", self.restart_s)?;
         writeln!(
             f,
