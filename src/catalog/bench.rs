@@ -128,11 +128,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// An import's wall seconds, seconds per stage, and warnings.
+type Timed = (f64, Vec<(String, f64)>, Vec<String>);
+
 /// Runs an import on this thread while another thread records when each stage began.
-fn timed_import(
-    service: &CatalogService,
-    input: ImportInput,
-) -> Result<(f64, Vec<(String, f64)>, Vec<String>), CatalogError> {
+fn timed_import(service: &CatalogService, input: ImportInput) -> Result<Timed, CatalogError> {
     let job = service.new_job("bench");
     let stages = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let done = Arc::new(AtomicBool::new(false));
