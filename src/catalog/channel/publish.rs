@@ -129,7 +129,7 @@ pub enum PublishError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("signing the {0}")]
+    #[error("cannot sign: {0}")]
     Sign(String),
 }
 
