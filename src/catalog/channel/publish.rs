@@ -217,24 +217,7 @@ pub async fn publish(
         .find(|e| e.version == version)
         .cloned();
     if let Some(e) = &prior {
-        if e.content_sha256 != checked.content {
-            return Err(PublishError::Conflict(format!(
-                "version '{version}' was published on {} with other content (bundle {}); a changed catalog needs a new version in its manifest.json",
-                e.published, e.bundle
-            )));
-        }
-        if e.prebuilt_index != opts.index {
-            return Err(PublishError::Conflict(format!(
-                "version '{version}' was published {}; publish it the same way, or give the bundle a new version in its manifest.json",
-                match e.prebuilt_index {
-                    Some(p) => format!(
-                        "with prebuilt indexes (M = {}, ef_construction = {})",
-                        p.max_connections, p.ef_construction
-                    ),
-                    None => "without prebuilt indexes".into(),
-                }
-            )));
-        }
+        same_as_before(e, &checked.content, opts.index)?;
     }
     let revoked = merged_revocations(current.as_ref(), &opts.revoke);
     if revoked.contains(&version) {
@@ -293,7 +276,7 @@ pub async fn publish(
         put_json(&channel, LEDGER, &ledger).await?;
     }
     if !unchanged {
-        let mut doc = ChannelDocument {
+        let doc = ChannelDocument {
             format: doc::FORMAT.into(),
             sequence,
             version: version.clone(),
@@ -307,11 +290,7 @@ pub async fn publish(
             revoked: revoked.clone(),
             signature: String::new(),
         };
-        doc.check_fields().map_err(PublishError::Refused)?;
-        doc.signature = key
-            .sign(&doc.signed_bytes()[..], "channel document")
-            .map_err(PublishError::Sign)?;
-        put_json(&channel, doc::DOCUMENT, &doc).await?;
+        put_json(&channel, doc::DOCUMENT, &signed(doc, key)?).await?;
     }
     Ok(PublishReport {
         channel: channel.url().into(),
@@ -330,6 +309,35 @@ pub async fn publish(
     })
 }
 
+/// Refuses to publish a version name again with other content, or with and now without
+/// prebuilt indexes (or the other way round): boxes know a version by its name.
+fn same_as_before(
+    e: &LedgerEntry,
+    content: &str,
+    index: Option<IndexParams>,
+) -> Result<(), PublishError> {
+    let version = &e.version;
+    if e.content_sha256 != content {
+        return Err(PublishError::Conflict(format!(
+            "version '{version}' was published on {} with other content (bundle {}); a changed catalog needs a new version in its manifest.json",
+            e.published, e.bundle
+        )));
+    }
+    if e.prebuilt_index != index {
+        return Err(PublishError::Conflict(format!(
+            "version '{version}' was published {}; publish it the same way, or give the bundle a new version in its manifest.json",
+            match e.prebuilt_index {
+                Some(p) => format!(
+                    "with prebuilt indexes (M = {}, ef_construction = {})",
+                    p.max_connections, p.ef_construction
+                ),
+                None => "without prebuilt indexes".into(),
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// Runs CPU- and disk-bound work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -337,6 +345,15 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| PublishError::Refused(format!("internal error: {e}")))
+}
+
+/// The document with its signature, after the field checks every box runs.
+fn signed(mut doc: ChannelDocument, key: &SigningKey) -> Result<ChannelDocument, PublishError> {
+    doc.check_fields().map_err(PublishError::Refused)?;
+    doc.signature = key
+        .sign(&doc.signed_bytes()[..], "channel document")
+        .map_err(PublishError::Sign)?;
+    Ok(doc)
 }
 
 fn now() -> String {
