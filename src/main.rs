@@ -172,6 +172,10 @@ enum BenchTarget {
         /// Keep the generated bundle and data folder here (reused by the next run).
         #[arg(long)]
         work: Option<PathBuf>,
+        /// Build the indexes into the bundle first (as `catalog publish --with-index` does at
+        /// HQ) and measure an import that loads them.
+        #[arg(long)]
+        prebuilt: bool,
         #[arg(long)]
         json: bool,
     },
@@ -230,6 +234,51 @@ enum CatalogCommand {
     Rollback {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Make HQ's key pair for catalog channels: DIR/vitrine.key (secret, mode 0600) and
+    /// DIR/vitrine.pub (what boxes trust), in minisign's formats. The secret key is encrypted
+    /// with $VITRINE_KEY_PASSWORD when it is set. Never overwrites.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a bundle as boxes will, sign it and publish it to a channel (HQ). Credentials come
+    /// from the environment (AWS_*, GOOGLE_*, AZURE_*) or --credentials, never the command line.
+    Publish {
+        /// A bundle folder (packed to .tar.gz), .tar or .tar.gz.
+        bundle: PathBuf,
+        /// s3://bucket/prefix, gs://…, az://…, file:///folder or a folder (not http(s)://:
+        /// origins are read-only).
+        #[arg(long)]
+        channel: String,
+        /// The secret key (vitrine catalog keygen); its password from $VITRINE_KEY_PASSWORD.
+        #[arg(long)]
+        key: PathBuf,
+        /// Share of boxes that take this version (default: 100 for a new version, the current
+        /// share when re-publishing the same one).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        rollout: Option<u8>,
+        /// Versions no box may import any more (added to those already revoked).
+        #[arg(long, num_args = 1.., value_name = "VERSION")]
+        revoke: Vec<String>,
+        /// Build the boxes' indexes into the bundle, so they load instead of building them.
+        #[arg(long)]
+        with_index: bool,
+        /// The boxes' config: its [catalog.index] and unpack limit are what they will use.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HNSW links per node for --with-index (overrides the config).
+        #[arg(long)]
+        m: Option<usize>,
+        #[arg(long)]
+        ef_construction: Option<usize>,
+        #[arg(long)]
+        ef_search: Option<usize>,
+        /// A file of NAME=value lines (AWS_ACCESS_KEY_ID=…), read after the environment.
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -397,6 +446,21 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
             let info = cli::rollback(&settings)?;
             println!("rolled back to version {} ('{}')", info.id, info.label);
         }
+        CatalogCommand::Keygen { out } => {
+            let g = cli::keygen(&out)?;
+            println!(
+                "wrote {} ({}) and {} (key id {}); give boxes the public key, keep the secret one at HQ",
+                g.secret.display(),
+                if g.encrypted {
+                    "encrypted"
+                } else {
+                    "NOT encrypted"
+                },
+                g.public.display(),
+                g.key_id
+            );
+        }
+        what @ CatalogCommand::Publish { .. } => publish(what)?,
     }
     Ok(())
 }
@@ -464,6 +528,86 @@ fn bench_http(what: BenchTarget) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn publish(what: CatalogCommand) -> anyhow::Result<()> {
+    let CatalogCommand::Publish {
+        bundle,
+        channel,
+        key,
+        rollout,
+        revoke,
+        with_index,
+        config,
+        m,
+        ef_construction,
+        ef_search,
+        credentials,
+        json,
+    } = what
+    else {
+        anyhow::bail!("only publish is handled here");
+    };
+    use vitrine::catalog::channel::publish::PublishOptions;
+    use vitrine::catalog::channel::store::StoreConfig;
+    let mut opts = PublishOptions::new(bundle, channel);
+    let mut params = vitrine::catalog::IndexParams::default();
+    if let Some(c) = &config {
+        let (p, limit) =
+            vitrine::catalog::cli::box_catalog_settings(c).map_err(anyhow::Error::msg)?;
+        params = p;
+        opts.unpack_limit = limit;
+    }
+    params.max_connections = m.unwrap_or(params.max_connections);
+    params.ef_construction = ef_construction.unwrap_or(params.ef_construction);
+    params.ef_search = ef_search.unwrap_or(params.ef_search);
+    let problems = params.problems();
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    opts.index = with_index.then_some(params);
+    opts.rollout = rollout;
+    opts.revoke = revoke;
+    opts.store = match &credentials {
+        Some(f) => StoreConfig::default().with_credentials_file(f)?,
+        None => StoreConfig::default(),
+    };
+    let r = vitrine::catalog::cli::publish(&opts, &key)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if !r.wrote_document {
+        println!(
+            "'{}' is already offered by {} at sequence {} with these settings: nothing written",
+            r.version, r.channel, r.sequence
+        );
+        return Ok(());
+    }
+    println!(
+        "published '{}' ({} items) to {}: sequence {}, roll-out {} %, {} ({} bytes, {})",
+        r.version,
+        r.items,
+        r.channel,
+        r.sequence,
+        r.rollout_percent,
+        r.bundle,
+        r.size,
+        if r.uploaded_bundle {
+            "uploaded"
+        } else {
+            "already in the channel"
+        }
+    );
+    if let Some(p) = r.prebuilt_index {
+        println!(
+            "prebuilt indexes: M = {}, ef_construction = {}",
+            p.max_connections, p.ef_construction
+        );
+    }
+    if !r.revoked.is_empty() {
+        println!("revoked: {}", r.revoked.join(", "));
+    }
+    println!("signed by key {}", r.key_id);
+    Ok(())
+}
+
 fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
     let BenchTarget::Catalog {
         config,
@@ -481,6 +625,7 @@ fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
         pipeline,
         flat_out,
         work,
+        prebuilt,
         json,
     } = what
     else {
@@ -522,6 +667,7 @@ fn bench_catalog(what: BenchTarget) -> anyhow::Result<()> {
         pipeline,
         flat_out,
         work,
+        prebuilt,
     };
     let report = vitrine::bench::catalog::run(settings.as_ref(), &opts)?;
     if json {

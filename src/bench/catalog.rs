@@ -34,6 +34,9 @@ pub struct CatalogBenchOptions {
     /// An existing bundle folder to import instead of a synthetic one.
     pub bundle: Option<PathBuf>,
     pub params: IndexParams,
+    /// Build the indexes into the bundle first, as `vitrine catalog publish --with-index` does at
+    /// HQ, so the import loads them instead.
+    pub prebuilt: bool,
     pub import_threads: usize,
     pub import_nice: i32,
     /// Also measure the pipeline's frame rate during an import (needs the config's models).
@@ -92,6 +95,10 @@ pub struct CatalogBenchReport {
     pub recall_at_10: f64,
     pub search: Latency,
     pub pipeline: Option<PipelineImpact>,
+    /// With `--prebuilt`: seconds HQ spent building the indexes into the bundle (not part of
+    /// `import_s`), and whether the import loaded them.
+    pub prebuilt_build_s: Option<f64>,
+    pub prebuilt_loaded: Option<bool>,
 }
 
 fn machine() -> String {
@@ -117,11 +124,11 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// An import's wall seconds, seconds per stage, and warnings.
+type Timed = (f64, Vec<(String, f64)>, Vec<String>);
+
 /// Runs an import on this thread while another thread records when each stage began.
-fn timed_import(
-    service: &CatalogService,
-    input: ImportInput,
-) -> Result<(f64, Vec<(String, f64)>), CatalogError> {
+fn timed_import(service: &CatalogService, input: ImportInput) -> Result<Timed, CatalogError> {
     let job = service.new_job(JobKind::Import);
     let stages = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let done = Arc::new(AtomicBool::new(false));
@@ -151,7 +158,7 @@ fn timed_import(
     let end = Instant::now();
     done.store(true, Ordering::Relaxed);
     let _ = watcher.join();
-    r?;
+    let warnings = r?.warnings;
     let g = stages.lock().unwrap_or_else(|p| p.into_inner());
     let per: Vec<(String, f64)> = g
         .iter()
@@ -162,7 +169,39 @@ fn timed_import(
             (s.clone(), (next - *at).as_secs_f64())
         })
         .collect();
-    Ok((total, per))
+    Ok((total, per, warnings))
+}
+
+/// With `--prebuilt`, builds the indexes into the bundle folder as HQ would and returns the
+/// seconds it took; without, removes any a previous run left in a reused `--work` folder.
+fn prebuild(
+    bundle: &std::path::Path,
+    fingerprint: &EmbedderFingerprint,
+    opts: &CatalogBenchOptions,
+) -> Result<Option<f64>, BenchError> {
+    let index = bundle.join(crate::catalog::prebuilt::INDEX_DIR);
+    if !opts.prebuilt {
+        if index.exists() && opts.bundle.is_none() {
+            std::fs::remove_dir_all(&index).map_err(|source| CatalogError::Write {
+                path: index,
+                source,
+            })?;
+        }
+        return Ok(None);
+    }
+    eprintln!("building the indexes into the bundle, as HQ does…");
+    let t = Instant::now();
+    let b = crate::catalog::bundle::read_bundle(bundle, Some(fingerprint), &Default::default())?;
+    let vectors = b.vectors.ok_or(BenchError::NoEmbeddings)?;
+    crate::catalog::prebuilt::write(
+        bundle,
+        b.items,
+        vectors,
+        fingerprint,
+        &opts.params,
+        &|_, _| {},
+    )?;
+    Ok(Some(t.elapsed().as_secs_f64()))
 }
 
 pub fn run(
@@ -188,6 +227,7 @@ pub fn run(
     let t = Instant::now();
     let (bundle, source) = bundle_to_import(&work, opts, &fingerprint)?;
     let generate_s = t.elapsed().as_secs_f64();
+    let prebuilt_build_s = prebuild(&bundle, &fingerprint, opts)?;
     let data = work.join("data");
     let _ = std::fs::remove_dir_all(&data);
     let cfg = ServiceConfig {
@@ -218,7 +258,13 @@ pub fn run(
     let service = CatalogService::open(cfg.clone(), empty(), Box::new(|_| {}))?;
     let cpu_now = || crate::process::cpu_time().unwrap_or_default();
     let cpu = cpu_now();
-    let (import_s, import_stages_s) = timed_import(&service, ImportInput::Folder(bundle.clone()))?;
+    let (import_s, import_stages_s, warnings) =
+        timed_import(&service, ImportInput::Folder(bundle.clone()))?;
+    let prebuilt_loaded = opts.prebuilt.then(|| {
+        !warnings
+            .iter()
+            .any(|w| w.contains("prebuilt indexes were not used"))
+    });
     let import_cpu_s = (cpu_now() - cpu).as_secs_f64();
     drop(service);
 
@@ -260,6 +306,8 @@ pub fn run(
         recall_at_10,
         search,
         pipeline,
+        prebuilt_build_s,
+        prebuilt_loaded,
     })
 }
 
@@ -477,6 +525,13 @@ impl std::fmt::Display for CatalogBenchReport {
             self.search.cpu_p50_us,
             self.search.cpu_p99_us
         )?;
+        if let (Some(b), Some(loaded)) = (self.prebuilt_build_s, self.prebuilt_loaded) {
+            writeln!(
+                f,
+                "prebuilt indexes: built into the bundle in {b:.1} s (HQ's side); the import {} them",
+                if loaded { "loaded" } else { "did NOT load" }
+            )?;
+        }
         if let Some(p) = &self.pipeline {
             writeln!(
                 f,

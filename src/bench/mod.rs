@@ -49,6 +49,10 @@ pub enum BenchError {
     NeedsModels,
     #[error("the benchmark catalog has no items to query")]
     EmptyCatalog,
+    #[error(
+        "--prebuilt needs a bundle that carries its embeddings (manifest \"embeddings\": \"npy\" or \"inline\")"
+    )]
+    NoEmbeddings,
     #[error("the import thread panicked")]
     ImportPanicked,
     #[error(

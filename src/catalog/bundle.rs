@@ -598,7 +598,10 @@ pub fn line_max(dim: usize) -> usize {
 fn member_max(rel: &Path, declared: Option<&Manifest>, limits: &UnpackLimits, left: u64) -> u64 {
     let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let rows = declared.map(|m| m.item_count as u64);
+    // Prebuilt indexes (`index/`) are bounded by what their item count and size can need.
+    let prebuilt = super::prebuilt::member_bound(rel, rows.unwrap_or(u64::MAX), limits.dim as u64);
     let bound = match name {
+        _ if prebuilt.is_some() => prebuilt.unwrap_or(u64::MAX),
         "manifest.json" => MANIFEST_MAX,
         "items.jsonl" => rows.map_or(u64::MAX, |n| {
             n.saturating_mul(line_max(limits.dim) as u64 + 1)
@@ -836,6 +839,10 @@ fn too_large(shown: &str, rel: &Path, declared: Option<&Manifest>, max: u64) -> 
         }
         ("items.jsonl", Some(m)) => format!(
             "archive entry '{shown}' is larger than {kib} KiB, more than the {} items manifest.json declares can need",
+            m.item_count
+        ),
+        (_, Some(m)) if super::prebuilt::member_bound(rel, 0, 0).is_some() => format!(
+            "archive entry '{shown}' is larger than {kib} KiB, more than a prebuilt index of the {} items manifest.json declares can need",
             m.item_count
         ),
         (n, Some(m)) if n.ends_with(".npy") => format!(

@@ -1,5 +1,6 @@
 //! `vitrine catalog import | verify | list | activate | rollback`: the staff CLI over the same
-//! [`CatalogService`] the daemon uses, with a progress bar on a terminal.
+//! [`CatalogService`] the daemon uses, with a progress bar on a terminal; and HQ's
+//! `vitrine catalog keygen | publish` for catalog channels ([`super::channel`]).
 //!
 //! Writing needs the data folder's lock; while the daemon runs it holds that lock, and these
 //! commands say to use its staff API instead (`list` and `verify` only read and always work).
@@ -12,9 +13,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::bundle::{self, ReadOptions, UnpackLimits};
+use super::channel::{keys, publish};
 use super::import::{CatalogService, ImportInput, ImportRequest, Job, JobKind, ServiceConfig};
 use super::store::{Store, VersionInfo, VersionSummary};
-use super::{Catalog, CatalogError};
+use super::{Catalog, CatalogError, IndexParams};
 use crate::config::Settings;
 
 /// A bar on stderr (hidden when stderr is not a terminal).
@@ -176,4 +178,58 @@ pub fn activate(settings: &Settings, id: &str) -> Result<VersionInfo, CatalogErr
 
 pub fn rollback(settings: &Settings) -> Result<VersionInfo, CatalogError> {
     service(settings)?.rollback()
+}
+
+/// `vitrine catalog keygen --out DIR`: encrypted with [`keys::PASSWORD_ENV`] when it is set.
+pub fn keygen(out: &Path) -> Result<keys::Generated, keys::KeyError> {
+    let password = std::env::var(keys::PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty());
+    if password.is_none() {
+        tracing::warn!(
+            "{} is not set: the secret key is written unencrypted; keep it where only the publisher can read it",
+            keys::PASSWORD_ENV
+        );
+    }
+    keys::keygen(out, password)
+}
+
+/// What a box's config says publishing must match: its `[catalog.index]` and
+/// `catalog.unpack_limit_mb`. Only `[catalog]` is read, so HQ needs none of the models a box
+/// runs and none of its files.
+pub fn box_catalog_settings(config: &Path) -> Result<(IndexParams, u64), String> {
+    #[derive(serde::Deserialize)]
+    struct Partial {
+        catalog: PartialCatalog,
+    }
+    #[derive(serde::Deserialize)]
+    struct PartialCatalog {
+        #[serde(default)]
+        index: IndexParams,
+        unpack_limit_mb: Option<u64>,
+    }
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| format!("{}: cannot read it: {e}", config.display()))?;
+    let p: Partial = toml::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let limit = p
+        .catalog
+        .unpack_limit_mb
+        .map_or(publish::UNPACK_LIMIT_DEFAULT, |mb| mb << 20);
+    Ok((p.catalog.index, limit))
+}
+
+/// `vitrine catalog publish`: loads the key (its password from [`keys::PASSWORD_ENV`]) and
+/// publishes on a runtime of its own.
+pub fn publish(
+    opts: &publish::PublishOptions,
+    key: &Path,
+) -> Result<publish::PublishReport, publish::PublishError> {
+    let password = std::env::var(keys::PASSWORD_ENV).ok();
+    let key = keys::SigningKey::load(key, password)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| publish::PublishError::Refused(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(publish::publish(opts, &key))
 }

@@ -16,6 +16,7 @@ pub mod items;
 pub mod job;
 pub mod npy;
 pub mod persist;
+pub mod prebuilt;
 pub mod store;
 pub mod synth;
 

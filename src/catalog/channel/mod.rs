@@ -12,8 +12,11 @@
 
 pub mod doc;
 pub mod fetch;
+pub mod keys;
 pub mod metrics;
+pub mod publish;
 pub mod state;
+pub mod store;
 pub mod subscribe;
 
 pub use doc::{ChannelDocument, DocError, RefusalReason, TrustedKeys};

@@ -10,7 +10,7 @@ use crate::catalog::bundle::{self, Bundle, ReadOptions, UnpackLimits};
 use crate::catalog::items::normalise;
 use crate::catalog::job::{Job, Stage, now_rfc3339};
 use crate::catalog::store::{ImageSource, VersionInfo};
-use crate::catalog::{Catalog, CatalogError, CatalogMeta, Item, Manifest, failpoint};
+use crate::catalog::{CatalogError, CatalogMeta, Item, Manifest, failpoint};
 use crate::vision::embedder::Embedder;
 
 /// Hears whether the bundle passed validation, as soon as that is known.
@@ -71,7 +71,7 @@ impl CatalogService {
             manifest,
             items,
             vectors,
-            warnings,
+            mut warnings,
             ..
         } = bundle;
         let vectors = match vectors {
@@ -91,11 +91,18 @@ impl CatalogService {
         };
         job.stage(Stage::Indexing, items.len() as u64);
         let params = self.cfg.params;
-        let catalog = self.pool()?.install(|| {
-            Catalog::build(meta, items, vectors, &params, &|done, _| {
-                job.progress(done as u64)
-            })
+        // Graphs HQ built into the bundle are loaded when they prove to be these items' own.
+        let (catalog, prebuilt) = self.pool()?.install(|| {
+            crate::catalog::prebuilt::build_or_load(
+                &opened.dir,
+                meta,
+                items,
+                vectors,
+                &params,
+                &|done, _| job.progress(done as u64),
+            )
         });
+        warnings.extend(prebuilt.warning());
         failpoint("indexed");
         job.stage(Stage::Saving, 0);
         let info = VersionInfo {
