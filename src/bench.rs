@@ -7,6 +7,8 @@
 //! the pipeline finishes the one before, and frame-to-publish counts that wait; `--paced` gives
 //! the latency a camera slower than the pipeline sees.
 
+pub mod fleet;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 

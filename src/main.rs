@@ -96,6 +96,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// Simulate a fleet: N boxes poll a channel that nginx serves (started here) while a new
+    /// version is published midway; server request rate, poll latency, bytes served, and the
+    /// time until 99 % / 100 % of the boxes have verified the new version.
+    Fleet {
+        #[arg(long, default_value_t = 1000)]
+        boxes: usize,
+        /// Each box's poll interval (random jitter of ± 50 %, as the subscriber's).
+        #[arg(long, default_value_t = 10.0)]
+        interval_s: f64,
+        /// The whole run; the new version is published at half of it.
+        #[arg(long, default_value_t = 60.0)]
+        duration_s: f64,
+        /// Items in the synthetic bundles.
+        #[arg(long, default_value_t = 200)]
+        items: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load-test a running daemon on this machine: pipeline frame rate alone and with display
     /// clients connected, then GET /api/recommendations at a fixed request rate.
     Http {
@@ -340,6 +358,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             let report = rt.block_on(vitrine::http::bench::run(&opts))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            target:
+                Some(BenchTarget::Fleet {
+                    boxes,
+                    interval_s,
+                    duration_s,
+                    items,
+                    json,
+                }),
+            ..
+        } => {
+            let secs = |what: &str, s: f64| {
+                anyhow::ensure!(
+                    s.is_finite() && s > 0.0,
+                    "--{what} must be a number of seconds above 0, not {s}"
+                );
+                Ok(std::time::Duration::from_secs_f64(s))
+            };
+            let opts = vitrine::bench::fleet::FleetOptions {
+                boxes,
+                interval: secs("interval-s", interval_s)?,
+                jitter: 0.5,
+                duration: secs("duration-s", duration_s)?,
+                items,
+                nginx: vitrine::bench::fleet::default_nginx(),
+            };
+            let report = vitrine::bench::fleet::run(&opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
