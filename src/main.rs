@@ -103,6 +103,24 @@ struct PipelineBench {
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// Simulate a fleet: N boxes poll a channel that nginx serves (started here) while a new
+    /// version is published midway; server request rate, poll latency, bytes served, and the
+    /// time until 99 % / 100 % of the boxes have verified the new version.
+    Fleet {
+        #[arg(long, default_value_t = 1000)]
+        boxes: usize,
+        /// Each box's poll interval (random jitter of ± 50 %, as the subscriber's).
+        #[arg(long, default_value_t = 10.0)]
+        interval_s: f64,
+        /// The whole run; the new version is published at half of it.
+        #[arg(long, default_value_t = 60.0)]
+        duration_s: f64,
+        /// Items in the synthetic bundles.
+        #[arg(long, default_value_t = 200)]
+        items: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load-test a running daemon on this machine: pipeline frame rate alone and with display
     /// clients connected, then GET /api/recommendations at a fixed request rate.
     Http {
@@ -372,6 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             None => bench_pipeline(pipeline),
             Some(what @ BenchTarget::Http { .. }) => bench_http(what),
             Some(what @ BenchTarget::Catalog { .. }) => bench_catalog(what),
+            Some(what @ BenchTarget::Fleet { .. }) => bench_fleet(what),
         },
         Command::Catalog { command } => catalog(command),
         Command::Eval { command } => Ok(vitrine::eval::cli::run_eval(command)?),
@@ -481,6 +500,41 @@ fn bench_pipeline(args: PipelineBench) -> anyhow::Result<()> {
         },
     )?;
     if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+fn bench_fleet(what: BenchTarget) -> anyhow::Result<()> {
+    let BenchTarget::Fleet {
+        boxes,
+        interval_s,
+        duration_s,
+        items,
+        json,
+    } = what
+    else {
+        anyhow::bail!("only the fleet benchmark is handled here");
+    };
+    let secs = |what: &str, s: f64| {
+        anyhow::ensure!(
+            s.is_finite() && s > 0.0,
+            "--{what} must be a number of seconds above 0, not {s}"
+        );
+        Ok(std::time::Duration::from_secs_f64(s))
+    };
+    let opts = vitrine::bench::fleet::FleetOptions {
+        boxes,
+        interval: secs("interval-s", interval_s)?,
+        jitter: 0.5,
+        duration: secs("duration-s", duration_s)?,
+        items,
+        nginx: vitrine::bench::fleet::default_nginx(),
+    };
+    let report = vitrine::bench::fleet::run(&opts)?;
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{report}");

@@ -13,6 +13,7 @@
 //! by `vitrine serve`.
 
 pub mod catalog;
+pub mod fleet;
 pub mod http;
 pub mod pipeline;
 

@@ -25,7 +25,7 @@ pub struct Percentiles {
     pub mean_ms: f64,
 }
 
-fn pct(mut v: Vec<f64>) -> Percentiles {
+pub(crate) fn pct(mut v: Vec<f64>) -> Percentiles {
     v.sort_by(f64::total_cmp);
     Percentiles {
         p50_ms: percentile(&v, 0.5),

@@ -714,7 +714,7 @@ impl Poller {
 }
 
 /// Size, SHA-256 and signature of a downloaded bundle, before anything is unpacked.
-fn verify(
+pub fn verify(
     path: &std::path::Path,
     doc: &ChannelDocument,
     keys: &super::doc::TrustedKeys,

@@ -1,0 +1,693 @@
+//! `vitrine bench fleet`: N simulated boxes poll one nginx-served channel while a new version is
+//! published, as a chain's fleet would (issue 13's sizing, measured instead of estimated).
+//!
+//! The bench starts nginx itself on a temporary channel folder, publishes a first version
+//! (a small synthetic bundle, signed with a throw-away minisign key), and runs the boxes as tokio
+//! tasks in this process. Each box is a poller, not a daemon: it reads `channel.json` with the
+//! subscriber's own [`Fetcher`] (conditional GET), checks the document with
+//! [`ChannelDocument::parse_verified`], its sequence and its roll-out bucket, and when offered a
+//! version it does not run downloads the bundle and checks size, SHA-256 and signature with the
+//! subscriber's [`verify`]. It does not import: that costs the box's CPU, not the server's.
+//! Midway the bench publishes a second version at 100 % roll-out and measures how long the fleet
+//! takes to be on it. Request counts and bytes come from nginx's access log.
+//!
+//! A real daemon does not take part yet: the report says so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::pipeline::{Percentiles, pct};
+use crate::catalog::EmbedderFingerprint;
+use crate::catalog::channel::doc::{self, ChannelDocument, FORMAT, TrustedKeys, rollout_bucket};
+use crate::catalog::channel::fetch::{ChannelUrl, Document, Fetcher, S3Options};
+use crate::catalog::channel::subscribe::verify;
+
+/// A failed bench run: what went wrong and, where it helps, what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FleetError(String);
+
+fn fail(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> FleetError {
+    move |e| FleetError(format!("{what}: {e}"))
+}
+
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub boxes: usize,
+    /// Each box's poll interval; every wait is this times a random factor in 1 ± `jitter`.
+    pub interval: Duration,
+    pub jitter: f64,
+    /// The whole run; the new version is published at half of it.
+    pub duration: Duration,
+    /// Items in the synthetic bundles (their size is what a roll-out serves N times).
+    pub items: usize,
+    /// nginx binary (`VITRINE_NGINX`, else `/usr/sbin/nginx`).
+    pub nginx: PathBuf,
+}
+
+impl FleetOptions {
+    /// Every problem with the options at once.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.boxes == 0 {
+            p.push("--boxes must be at least 1".to_string());
+        }
+        if self.interval.is_zero() {
+            p.push("--interval-s must be more than 0".into());
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            p.push("the jitter must be in [0, 1)".into());
+        }
+        if self.duration < self.interval * 2 {
+            p.push(
+                "--duration-s must be at least twice --interval-s (the new version is published at half of it, and every box must poll after that)"
+                    .into(),
+            );
+        }
+        if !self.nginx.is_file() {
+            p.push(format!(
+                "nginx is not at {}: run scripts/bootstrap --tests (Debian's nginx), or set VITRINE_NGINX",
+                self.nginx.display()
+            ));
+        }
+        p
+    }
+}
+
+pub fn default_nginx() -> PathBuf {
+    std::env::var_os("VITRINE_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/sbin/nginx".into())
+}
+
+/// What nginx's access log says it served.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerCounts {
+    pub requests: u64,
+    pub document_200: u64,
+    pub document_304: u64,
+    pub document_other: u64,
+    pub bundle_200: u64,
+    pub bundle_other: u64,
+    pub bytes_served: u64,
+    pub bundle_bytes_served: u64,
+    /// Requests over the boxes' polling time (first to last request in the log).
+    pub requests_per_s: f64,
+}
+
+/// What the boxes counted themselves.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BoxCounts {
+    pub polls: u64,
+    pub polls_changed: u64,
+    pub polls_unchanged: u64,
+    pub poll_errors: u64,
+    pub downloads: u64,
+    pub refusals: u64,
+    /// Boxes whose last verified version is the new one when the run ended.
+    pub on_new_version: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub boxes: usize,
+    pub interval_s: f64,
+    pub jitter: f64,
+    pub duration_s: f64,
+    pub bundle_bytes: u64,
+    pub server: ServerCounts,
+    pub fleet: BoxCounts,
+    /// Poll latency (conditional GET of the document) as the boxes measured it.
+    pub poll_latency: Percentiles,
+    /// Seconds from the publish until 99 % / 100 % of the boxes had verified the new version
+    /// (`None`: never reached within the run).
+    pub to_99_percent_s: Option<f64>,
+    pub to_100_percent_s: Option<f64>,
+    /// A real daemon as one of the boxes: not implemented yet.
+    pub real_daemon: String,
+}
+
+impl std::fmt::Display for FleetReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.server;
+        let b = &self.fleet;
+        let secs = |v: Option<f64>| v.map_or("not reached".to_string(), |v| format!("{v:.1} s"));
+        writeln!(
+            f,
+            "fleet: {} boxes polling every {:.1} s (± {:.0} %), {:.0} s run, bundle {} bytes",
+            self.boxes,
+            self.interval_s,
+            self.jitter * 100.0,
+            self.duration_s,
+            self.bundle_bytes
+        )?;
+        writeln!(
+            f,
+            "server (nginx access log): {} requests, {:.1} requests/s; channel.json {} × 304, {} × 200, {} other; bundle {} × 200, {} other",
+            s.requests,
+            s.requests_per_s,
+            s.document_304,
+            s.document_200,
+            s.document_other,
+            s.bundle_200,
+            s.bundle_other
+        )?;
+        writeln!(
+            f,
+            "bytes served: {} ({} of them bundles)",
+            s.bytes_served, s.bundle_bytes_served
+        )?;
+        writeln!(
+            f,
+            "boxes: {} polls ({} changed, {} unchanged, {} failed), {} downloads, {} refusals",
+            b.polls, b.polls_changed, b.polls_unchanged, b.poll_errors, b.downloads, b.refusals
+        )?;
+        writeln!(
+            f,
+            "poll latency: p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms",
+            self.poll_latency.p50_ms, self.poll_latency.p99_ms, self.poll_latency.mean_ms
+        )?;
+        writeln!(
+            f,
+            "new version: {}/{} boxes at the end; 99 % after {}, 100 % after {}",
+            b.on_new_version,
+            self.boxes,
+            secs(self.to_99_percent_s),
+            secs(self.to_100_percent_s)
+        )?;
+        write!(f, "real daemon: {}", self.real_daemon)
+    }
+}
+
+/// A temporary folder, removed on drop (the bench is a tool: `tempfile` is a test dependency).
+struct Work(PathBuf);
+
+impl Work {
+    fn new() -> Result<Self, FleetError> {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "vitrine-bench-fleet-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).map_err(fail(format!("creating {}", p.display())))?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nginx serving `root`, in the foreground, one process (killed on drop), access log on.
+struct Nginx {
+    port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Nginx {
+    fn start(binary: &Path, prefix: &Path, root: &Path, boxes: usize) -> Result<Self, FleetError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(fail("finding a free port"))?;
+        std::fs::create_dir_all(prefix.join("logs")).map_err(fail("nginx prefix"))?;
+        let log = prefix.join("logs/access.log");
+        // Every box keeps its own keep-alive connection, as a real fleet's boxes do.
+        let conns = boxes * 2 + 64;
+        let conf = format!(
+            r#"master_process off;
+worker_processes 1;
+worker_rlimit_nofile {files};
+pid {pid};
+error_log {err} warn;
+events {{ worker_connections {conns}; }}
+http {{
+    log_format fleet '$msec "$request" $status $body_bytes_sent';
+    access_log {log} fleet;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 100000;
+    types {{ application/json json; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        etag on;
+    }}
+}}
+"#,
+            files = conns * 2,
+            pid = prefix.join("nginx.pid").display(),
+            err = prefix.join("logs/error.log").display(),
+            log = log.display(),
+            tmp = prefix.display(),
+            root = root.display(),
+        );
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(fail("writing nginx.conf"))?;
+        let mut child = Command::new(binary)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(fail(format!("starting {}", binary.display())))?;
+        let started = Instant::now();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let errors = std::fs::read_to_string(prefix.join("logs/error.log"));
+                return Err(FleetError(format!(
+                    "nginx did not start listening on {port}: {}",
+                    errors.unwrap_or_default().trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { port, log, child })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// HQ's side, mirrored from the subscriber tests' publisher: a throw-away key, and a folder
+/// nginx serves as the channel's root.
+struct Publisher {
+    sk: minisign::SecretKey,
+    public: String,
+    root: PathBuf,
+    work: PathBuf,
+    fingerprint: EmbedderFingerprint,
+}
+
+impl Publisher {
+    fn new(root: PathBuf, work: PathBuf, dim: usize) -> Result<Self, FleetError> {
+        let kp = minisign::KeyPair::generate_unencrypted_keypair()
+            .map_err(|e| FleetError(format!("generating a key pair: {e}")))?;
+        let public = kp
+            .pk
+            .to_box()
+            .map_err(|e| FleetError(format!("public key: {e}")))?
+            .into_string();
+        let fingerprint = EmbedderFingerprint {
+            sha256: "synthetic-fleet-bench".into(),
+            dim,
+            recipe: crate::vision::fusion::CNN_ONLY.into(),
+        };
+        Ok(Self {
+            sk: kp.sk,
+            public,
+            root,
+            work,
+            fingerprint,
+        })
+    }
+
+    fn sign(&self, bytes: &[u8]) -> Result<String, FleetError> {
+        minisign::sign(None, &self.sk, std::io::Cursor::new(bytes), None, None)
+            .map(|s| s.into_string())
+            .map_err(|e| FleetError(format!("signing: {e}")))
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), FleetError> {
+        let p = self.root.join(name);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(fail(format!("creating {}", dir.display())))?;
+        }
+        // Beside and rename: nginx must never serve a half-written object.
+        let tmp = p.with_extension("tmp-write");
+        std::fs::write(&tmp, bytes).map_err(fail(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &p).map_err(fail(format!("renaming to {}", p.display())))
+    }
+
+    /// Writes a synthetic bundle of `items`, then the signed document naming it. Returns the
+    /// bundle's size.
+    fn publish(&self, sequence: u64, version: &str, items: usize) -> Result<u64, FleetError> {
+        let dir = self.work.join(format!("bundle-{version}"));
+        crate::catalog::synth::write_bundle(
+            &dir,
+            version,
+            items,
+            items.min(8),
+            &self.fingerprint,
+            crate::catalog::synth::Embeddings::Inline,
+            version,
+            sequence,
+        )
+        .map_err(|e| FleetError(format!("synthetic bundle: {e}")))?;
+        let archive = self.work.join(format!("{version}.tar.gz"));
+        crate::catalog::bundle::pack_tar_gz(&dir, &archive).map_err(fail("packing the bundle"))?;
+        let bundle = std::fs::read(&archive).map_err(fail("reading the bundle"))?;
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bundle))
+        };
+        let mut d = ChannelDocument {
+            format: FORMAT.into(),
+            sequence,
+            version: version.into(),
+            bundle: doc::bundle_object_name(&sha, "tar.gz"),
+            size: bundle.len() as u64,
+            sha256: sha,
+            bundle_signature: self.sign(&bundle)?,
+            embedder: Some(self.fingerprint.clone()),
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            rollout_percent: 100,
+            revoked: Vec::new(),
+            signature: String::new(),
+        };
+        d.signature = self.sign(&d.signed_bytes())?;
+        self.put(&d.bundle, &bundle)?;
+        let json = serde_json::to_vec_pretty(&d).map_err(|e| FleetError(e.to_string()))?;
+        self.put(doc::DOCUMENT, &json)?;
+        Ok(bundle.len() as u64)
+    }
+}
+
+/// What the boxes share read-only.
+struct Fleet {
+    url: ChannelUrl,
+    keys: TrustedKeys,
+    fingerprint: EmbedderFingerprint,
+    downloads: PathBuf,
+    interval: Duration,
+    jitter: f64,
+    start: Instant,
+    end: Instant,
+}
+
+/// One box's account of the run.
+#[derive(Default)]
+struct BoxOutcome {
+    counts: BoxCounts,
+    latencies_ms: Vec<f64>,
+    /// The version it had verified last, and when (since the start).
+    version: Option<String>,
+    verified_at: Option<Duration>,
+}
+
+/// State a box keeps between polls, as the subscriber does.
+struct BoxState {
+    id: String,
+    bucket: u8,
+    etag: Option<String>,
+    highest_sequence: u64,
+    sha256: Option<String>,
+}
+
+async fn run_box(fleet: Arc<Fleet>, id: String, first: ChannelDocument) -> BoxOutcome {
+    let mut out = BoxOutcome {
+        version: Some(first.version.clone()),
+        ..Default::default()
+    };
+    // The fleet already runs the first version (its last roll-out), but a box that starts has
+    // no ETag: its first poll reads the document in full, as after a restart.
+    let mut st = BoxState {
+        bucket: rollout_bucket(&id),
+        id,
+        etag: None,
+        highest_sequence: first.sequence,
+        sha256: Some(first.sha256),
+    };
+    let Ok(fetcher) = Fetcher::build(&fleet.url, &S3Options::default(), Duration::from_secs(30))
+    else {
+        out.counts.poll_errors += 1;
+        return out;
+    };
+    // Boxes come up at random points of one interval, not all at once.
+    tokio::time::sleep(fleet.interval.mul_f64(rand::random_range(0.0..1.0))).await;
+    while Instant::now() < fleet.end {
+        poll_once(&fleet, &fetcher, &mut st, &mut out).await;
+        let factor = 1.0 + rand::random_range(-fleet.jitter..=fleet.jitter);
+        let wake = Instant::now() + fleet.interval.mul_f64(factor);
+        if wake >= fleet.end {
+            break;
+        }
+        tokio::time::sleep_until(wake.into()).await;
+    }
+    out
+}
+
+/// One poll: the conditional GET, the document's checks, and a download when it offers a
+/// version this box does not run.
+async fn poll_once(fleet: &Fleet, fetcher: &Fetcher, st: &mut BoxState, out: &mut BoxOutcome) {
+    let t = Instant::now();
+    let got = fetcher.document(st.etag.as_deref(), &|_| {}).await;
+    out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    out.counts.polls += 1;
+    let (bytes, etag) = match got {
+        Ok(Document::Unchanged) => {
+            out.counts.polls_unchanged += 1;
+            return;
+        }
+        Ok(Document::Changed { bytes, etag }) => (bytes, etag),
+        Err(_) => {
+            out.counts.poll_errors += 1;
+            return;
+        }
+    };
+    out.counts.polls_changed += 1;
+    let doc = match ChannelDocument::parse_verified(&bytes, &fleet.keys) {
+        Ok(d) => d,
+        Err(_) => {
+            out.counts.refusals += 1;
+            return;
+        }
+    };
+    st.etag = etag;
+    if doc.sequence < st.highest_sequence || doc.embedder.as_ref() != Some(&fleet.fingerprint) {
+        out.counts.refusals += 1;
+        return;
+    }
+    st.highest_sequence = doc.sequence;
+    if st.bucket >= doc.rollout_percent || st.sha256.as_deref() == Some(doc.sha256.as_str()) {
+        return;
+    }
+    let part = fleet.downloads.join(format!("{}.part", st.id));
+    let _ = std::fs::remove_file(&part);
+    out.counts.downloads += 1;
+    if fetcher
+        .download(&doc.bundle, doc.size, &part, &mut |_| {}, &|_| {})
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Hashing and the signature are CPU work; off the runtime's threads, as the subscriber's
+    // own thread keeps them off the pipeline's.
+    let keys = fleet.keys.clone();
+    let checked = {
+        let (part, doc) = (part.clone(), doc.clone());
+        tokio::task::spawn_blocking(move || verify(&part, &doc, &keys)).await
+    };
+    let _ = std::fs::remove_file(&part);
+    match checked {
+        Ok(Ok(())) => {
+            st.sha256 = Some(doc.sha256.clone());
+            out.version = Some(doc.version);
+            out.verified_at = Some(fleet.start.elapsed());
+        }
+        _ => out.counts.refusals += 1,
+    }
+}
+
+/// Reads the `fleet` log format: `MSEC "GET /path HTTP/1.1" STATUS BYTES`.
+fn server_counts(log: &str, bundle_path: &str) -> ServerCounts {
+    let mut c = ServerCounts::default();
+    let (mut first, mut last) = (f64::MAX, f64::MIN);
+    for line in log.lines() {
+        let mut parts = line.split('"');
+        let (Some(msec), Some(request), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mut rest = rest.split_whitespace();
+        let status: u16 = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let bytes: u64 = rest.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if let Ok(t) = msec.trim().parse::<f64>() {
+            first = first.min(t);
+            last = last.max(t);
+        }
+        c.requests += 1;
+        c.bytes_served += bytes;
+        let path = request.split_whitespace().nth(1).unwrap_or("");
+        if path == format!("/{}", doc::DOCUMENT) {
+            match status {
+                200 => c.document_200 += 1,
+                304 => c.document_304 += 1,
+                _ => c.document_other += 1,
+            }
+        } else if path.starts_with(bundle_path) {
+            c.bundle_bytes_served += bytes;
+            match status {
+                200 | 206 => c.bundle_200 += 1,
+                _ => c.bundle_other += 1,
+            }
+        }
+    }
+    if last > first {
+        c.requests_per_s = c.requests as f64 / (last - first);
+    }
+    c
+}
+
+/// Seconds after `published` until `share` of `boxes` had verified the new version.
+fn time_to(mut at: Vec<Duration>, boxes: usize, share: f64, published: Duration) -> Option<f64> {
+    at.sort();
+    let need = ((boxes as f64) * share).ceil().max(1.0) as usize;
+    at.get(need - 1)
+        .map(|t| t.saturating_sub(published).as_secs_f64())
+}
+
+/// Runs the bench: nginx, the first version, the fleet, the second version midway. The boxes are
+/// tasks on one thread (the fetcher's futures borrow its callbacks, so they stay on the thread
+/// that made them); hashing, signatures and publishing run on tokio's blocking threads.
+pub fn run(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
+    let problems = opts.problems();
+    if !problems.is_empty() {
+        return Err(FleetError(problems.join("; ")));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(fail("starting the async runtime"))?;
+    tokio::task::LocalSet::new().block_on(&rt, run_fleet(opts))
+}
+
+async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
+    let work = Work::new()?;
+    let root = work.0.join("www");
+    let downloads = work.0.join("downloads");
+    for d in [&root, &downloads] {
+        std::fs::create_dir_all(d).map_err(fail(format!("creating {}", d.display())))?;
+    }
+    let nginx = Nginx::start(&opts.nginx, &work.0.join("nginx"), &root, opts.boxes)?;
+    let publisher = Arc::new(Publisher::new(root.clone(), work.0.join("hq"), 64)?);
+    publisher.publish(1, "fleet-v1", opts.items)?;
+    let first_doc: ChannelDocument =
+        serde_json::from_slice(&std::fs::read(root.join(doc::DOCUMENT)).map_err(fail("v1"))?)
+            .map_err(|e| FleetError(format!("v1 document: {e}")))?;
+    let start = Instant::now();
+    let fleet = Arc::new(Fleet {
+        url: ChannelUrl::parse(&format!("http://127.0.0.1:{}", nginx.port)).map_err(FleetError)?,
+        keys: TrustedKeys::parse(std::slice::from_ref(&publisher.public)).map_err(FleetError)?,
+        fingerprint: publisher.fingerprint.clone(),
+        downloads,
+        interval: opts.interval,
+        jitter: opts.jitter,
+        start,
+        end: start + opts.duration,
+    });
+    let tasks: Vec<_> = (0..opts.boxes)
+        .map(|i| {
+            let id = format!("fleet-box-{i:05}");
+            tokio::task::spawn_local(run_box(fleet.clone(), id, first_doc.clone()))
+        })
+        .collect();
+    let publish_at = opts.duration / 2;
+    tokio::time::sleep_until((start + publish_at).into()).await;
+    // nginx's weak ETag is the modification second and the size: the new document must not
+    // share the first one's second.
+    if start.elapsed() < Duration::from_millis(1100) {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let published = start.elapsed();
+    let bundle_bytes = {
+        let (p, items) = (publisher.clone(), opts.items);
+        tokio::task::spawn_blocking(move || p.publish(2, "fleet-v2", items))
+            .await
+            .map_err(|e| FleetError(format!("publishing: {e}")))??
+    };
+    let v2 = "fleet-v2";
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        outcomes.push(
+            t.await
+                .map_err(|e| FleetError(format!("a box failed: {e}")))?,
+        );
+    }
+    // nginx writes each log line as it answers; all boxes are done.
+    let log = std::fs::read_to_string(&nginx.log).map_err(fail("reading nginx's access log"))?;
+    drop(nginx);
+    let mut fleet_counts = BoxCounts::default();
+    let mut latencies = Vec::new();
+    let mut at = Vec::new();
+    for o in outcomes {
+        let c = &o.counts;
+        fleet_counts.polls += c.polls;
+        fleet_counts.polls_changed += c.polls_changed;
+        fleet_counts.polls_unchanged += c.polls_unchanged;
+        fleet_counts.poll_errors += c.poll_errors;
+        fleet_counts.downloads += c.downloads;
+        fleet_counts.refusals += c.refusals;
+        latencies.extend(o.latencies_ms);
+        if o.version.as_deref() == Some(v2) {
+            fleet_counts.on_new_version += 1;
+            at.extend(o.verified_at);
+        }
+    }
+    Ok(FleetReport {
+        boxes: opts.boxes,
+        interval_s: opts.interval.as_secs_f64(),
+        jitter: opts.jitter,
+        duration_s: opts.duration.as_secs_f64(),
+        bundle_bytes,
+        server: server_counts(&log, "/bundles/"),
+        fleet: fleet_counts,
+        poll_latency: pct(latencies),
+        to_99_percent_s: time_to(at.clone(), opts.boxes, 0.99, published),
+        to_100_percent_s: time_to(at, opts.boxes, 1.0, published),
+        real_daemon: "not part of this run: the bench does not start a `vitrine serve` box yet"
+            .into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_counted_by_kind() {
+        let log = "100.000 \"GET /channel.json HTTP/1.1\" 200 500\n\
+                   101.000 \"GET /channel.json HTTP/1.1\" 304 0\n\
+                   102.000 \"GET /bundles/ab.tar.gz HTTP/1.1\" 200 9000\n\
+                   104.000 \"GET /nothing HTTP/1.1\" 404 150\n";
+        let c = server_counts(log, "/bundles/");
+        assert_eq!((c.requests, c.document_200, c.document_304), (4, 1, 1));
+        assert_eq!((c.bundle_200, c.bundle_bytes_served), (1, 9000));
+        assert_eq!(c.bytes_served, 9650);
+        assert!((c.requests_per_s - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn time_to_share_counts_from_the_publish() {
+        let at: Vec<_> = (1..=100).map(Duration::from_secs).collect();
+        let p = Duration::from_secs(1);
+        assert_eq!(time_to(at.clone(), 100, 0.99, p), Some(98.0));
+        assert_eq!(time_to(at.clone(), 100, 1.0, p), Some(99.0));
+        assert_eq!(time_to(at, 101, 1.0, p), None);
+    }
+}
