@@ -515,6 +515,18 @@ async fn poll_once(fleet: &Fleet, fetcher: &Fetcher, st: &mut BoxState, out: &mu
 }
 
 /// Reads the `fleet` log format: `MSEC "GET /path HTTP/1.1" STATUS BYTES`.
+/// The access log once it holds `requests` lines, or as it is after 5 s.
+fn settled_log(path: &std::path::Path, requests: u64) -> Result<String, FleetError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(path).map_err(fail("reading nginx's access log"))?;
+        if log.lines().count() as u64 >= requests || Instant::now() >= deadline {
+            return Ok(log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn server_counts(log: &str, bundle_path: &str) -> ServerCounts {
     let mut c = ServerCounts::default();
     let (mut first, mut last) = (f64::MAX, f64::MIN);
@@ -629,9 +641,6 @@ async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
                 .map_err(|e| FleetError(format!("a box failed: {e}")))?,
         );
     }
-    // nginx writes each log line as it answers; all boxes are done.
-    let log = std::fs::read_to_string(&nginx.log).map_err(fail("reading nginx's access log"))?;
-    drop(nginx);
     let mut fleet_counts = BoxCounts::default();
     let mut latencies = Vec::new();
     let mut at = Vec::new();
@@ -649,6 +658,11 @@ async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
             at.extend(o.verified_at);
         }
     }
+    // nginx logs a request once its answer is sent, so the last answers a box received may not
+    // be in the log yet: wait (a little) until every request the boxes made is.
+    let made = fleet_counts.polls - fleet_counts.poll_errors + fleet_counts.downloads;
+    let log = settled_log(&nginx.log, made)?;
+    drop(nginx);
     Ok(FleetReport {
         boxes: opts.boxes,
         interval_s: opts.interval.as_secs_f64(),

@@ -823,44 +823,8 @@ impl Settings {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let mut problems: Vec<String> = Vec::new();
-
-        let mut addr = |what: &str, s: &str| match s.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                problems.push(format!(
-                    "server.{what} = '{s}' is not an address:port such as 127.0.0.1:8080"
-                ));
-                None
-            }
-        };
-        let listen = addr("listen", &raw.server.listen);
-        let staff_listen = raw
-            .server
-            .staff_listen
-            .as_deref()
-            .and_then(|s| addr("staff_listen", s));
-        if let (Some(a), Some(b)) = (listen, staff_listen)
-            && a.port() == b.port()
-            && a.port() != 0
-            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-        {
-            problems.push(format!("server.listen ({a}) and server.staff_listen ({b}) clash: give the staff API its own port"));
-        }
-
-        problems.extend(raw.server.problems());
-
-        let library = raw.runtime.onnxruntime.as_ref().map(|p| base.join(p));
-        if let Some(l) = library.as_ref().filter(|l| !l.is_file()) {
-            problems.push(format!("runtime.onnxruntime = {} does not exist (run scripts/bootstrap, or point it at a libonnxruntime.so)", l.display()));
-        }
-        if raw.runtime.providers.is_empty() {
-            problems.push("runtime.providers is empty: list at least \"cpu\"".into());
-        }
-        if raw.runtime.require_gpu && !raw.runtime.providers.iter().any(|p| p.is_gpu()) {
-            problems.push("runtime.require_gpu is set but runtime.providers names no GPU provider (\"cuda\" or \"tensorrt\")".into());
-        }
-        let tensorrt_cache = raw.runtime.tensorrt_cache.as_ref().map(|p| base.join(p));
-
+        let (listen, staff_listen) = raw.server.addresses(&mut problems);
+        let runtime = raw.runtime.settings(base, &mut problems);
         let mut camera = raw.camera.clone();
         camera.resolve_paths(base);
         for p in camera.paths() {
@@ -868,111 +832,21 @@ impl Settings {
                 problems.push(format!("camera path {} does not exist", p.display()));
             }
         }
-
-        let d = &raw.detector;
-        if !(d.score_threshold > 0.0 && d.score_threshold <= 1.0) {
-            problems.push(format!(
-                "detector.score_threshold = {} must be in (0, 1]",
-                d.score_threshold
-            ));
-        }
-        if !(d.iou_threshold > 0.0 && d.iou_threshold <= 1.0) {
-            problems.push(format!(
-                "detector.iou_threshold = {} must be in (0, 1]",
-                d.iou_threshold
-            ));
-        }
-        if !(1..=1000).contains(&d.max_detections) {
-            problems.push(format!(
-                "detector.max_detections = {} must be between 1 and 1000",
-                d.max_detections
-            ));
-        }
-        let detector = match ModelSpec::detector(&base.join(&d.model)) {
-            Ok(spec) => Some(spec),
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
+        problems.extend(raw.detector.problems());
+        let detector = model_spec(
+            ModelSpec::detector(&base.join(&raw.detector.model)),
+            &mut problems,
+        );
         problems.extend(raw.regions.problems());
         if let Some(spec) = &detector {
-            for label in raw.regions.labels_used() {
-                if spec.labels.id_of(label).is_none() {
-                    let known: Vec<&str> = spec.labels.iter().map(|(_, n)| n).collect();
-                    problems.push(format!(
-                        "regions: label '{label}' is not in the detector's label map {} (it has: {})",
-                        spec.labels.source().display(),
-                        known.join(", ")
-                    ));
-                }
-            }
+            problems.extend(unknown_region_labels(&raw.regions, spec));
         }
-        let embedder = match ModelSpec::embedder(&base.join(&raw.embedder.model)) {
-            Ok(spec) => Some(spec),
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
+        let embedder = model_spec(
+            ModelSpec::embedder(&base.join(&raw.embedder.model)),
+            &mut problems,
+        );
         let pose = raw.pose.as_ref().map(|p| p.settings(base, &mut problems));
-        let catalog_path = base.join(&raw.catalog.path);
-        let data_dir = base.join(&raw.catalog.data_dir);
-        // The seed is only needed until the data folder has an active version of its own.
-        if !catalog_path.join("items.jsonl").is_file() && !data_dir.join("ACTIVE").is_file() {
-            problems.push(format!(
-                "catalog.path {} holds no items.jsonl (build one with `vitrine catalog build`)",
-                catalog_path.display()
-            ));
-        }
-        problems.extend(raw.catalog.index.problems());
-        let c = &raw.catalog;
-        if !(1..=100).contains(&c.versions_kept) {
-            problems.push(format!(
-                "catalog.versions_kept = {} must be between 1 and 100",
-                c.versions_kept
-            ));
-        }
-        if !(1..=65536).contains(&c.upload_limit_mb) {
-            problems.push(format!(
-                "catalog.upload_limit_mb = {} must be between 1 and 65536",
-                c.upload_limit_mb
-            ));
-        }
-        if !(1..=65536).contains(&c.unpack_limit_mb) {
-            problems.push(format!(
-                "catalog.unpack_limit_mb = {} must be between 1 and 65536",
-                c.unpack_limit_mb
-            ));
-        } else if c.unpack_limit_mb < c.upload_limit_mb {
-            problems.push(format!(
-                "catalog.unpack_limit_mb = {} is below catalog.upload_limit_mb = {}: an uncompressed .tar unpacks to its own size; raise it or lower the upload limit",
-                c.unpack_limit_mb, c.upload_limit_mb
-            ));
-        }
-        if !(0..=19).contains(&c.import_nice) {
-            problems.push(format!(
-                "catalog.import_nice = {} must be between 0 and 19",
-                c.import_nice
-            ));
-        }
-        if c.import_threads > 256 {
-            problems.push(format!(
-                "catalog.import_threads = {} must be at most 256 (0: one per core)",
-                c.import_threads
-            ));
-        }
-        if !(1..=3600).contains(&c.receive_timeout_s) {
-            problems.push(format!(
-                "catalog.receive_timeout_s = {} must be between 1 and 3600",
-                c.receive_timeout_s
-            ));
-        }
-        let token = c.token(base, &mut problems);
-        let channel = c
-            .channel
-            .as_ref()
-            .and_then(|ch| ch.settings(base, &mut problems));
+        let catalog = raw.catalog.settings(base, &mut problems);
         if !(1..=50).contains(&raw.recommend.top_k) {
             problems.push(format!(
                 "recommend.top_k = {} must be between 1 and 50",
@@ -989,6 +863,7 @@ impl Settings {
         }
         let appliance = raw.appliance.settings(&mut problems);
 
+        let d = &raw.detector;
         match (problems.is_empty(), listen, detector, embedder) {
             (true, Some(listen), Some(detector), Some(embedder)) => Ok(Settings {
                 config_path: path.into(),
@@ -1002,16 +877,7 @@ impl Settings {
                         idle_timeout: std::time::Duration::from_secs(raw.server.idle_timeout_s),
                     },
                 },
-                runtime: RuntimeSettings {
-                    library,
-                    session: SessionOptions {
-                        providers: raw.runtime.providers,
-                        require_gpu: raw.runtime.require_gpu,
-                        tensorrt_cache,
-                        intra_threads: raw.runtime.intra_threads,
-                        spinning: raw.runtime.spinning,
-                    },
-                },
+                runtime,
                 camera,
                 detector: DetectorSettings {
                     spec: detector,
@@ -1026,19 +892,7 @@ impl Settings {
                 embedder: EmbedderSettings { spec: embedder },
                 similarity,
                 pose: pose.flatten(),
-                catalog: CatalogSettings {
-                    path: catalog_path,
-                    index: raw.catalog.index,
-                    data_dir,
-                    versions_kept: raw.catalog.versions_kept,
-                    upload_limit: raw.catalog.upload_limit_mb << 20,
-                    unpack_limit: raw.catalog.unpack_limit_mb << 20,
-                    import_threads: raw.catalog.import_threads,
-                    import_nice: raw.catalog.import_nice,
-                    token,
-                    receive_timeout: std::time::Duration::from_secs(raw.catalog.receive_timeout_s),
-                    channel,
-                },
+                catalog,
                 recommend: RecommendSettings {
                     top_k: raw.recommend.top_k,
                     tracking: raw.recommend.tracking,
@@ -1051,5 +905,186 @@ impl Settings {
                 problems,
             }),
         }
+    }
+}
+
+/// A model spec when it loaded; its problems join the config's otherwise.
+fn model_spec<T>(loaded: Result<T, Vec<String>>, problems: &mut Vec<String>) -> Option<T> {
+    loaded.map_err(|p| problems.extend(p)).ok()
+}
+
+/// Region labels the detector's label map does not have (a typo would silently never match).
+fn unknown_region_labels(regions: &RegionSettings, spec: &DetectorSpec) -> Vec<String> {
+    let known: Vec<&str> = spec.labels.iter().map(|(_, n)| n).collect();
+    regions
+        .labels_used()
+        .into_iter()
+        .filter(|label| spec.labels.id_of(label).is_none())
+        .map(|label| {
+            format!(
+                "regions: label '{label}' is not in the detector's label map {} (it has: {})",
+                spec.labels.source().display(),
+                known.join(", ")
+            )
+        })
+        .collect()
+}
+
+impl RawServer {
+    /// The two listen addresses, parsed, and whether they clash.
+    fn addresses(&self, problems: &mut Vec<String>) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let mut addr = |what: &str, s: &str| match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "server.{what} = '{s}' is not an address:port such as 127.0.0.1:8080"
+                ));
+                None
+            }
+        };
+        let listen = addr("listen", &self.listen);
+        let staff_listen = self
+            .staff_listen
+            .as_deref()
+            .and_then(|s| addr("staff_listen", s));
+        if let (Some(a), Some(b)) = (listen, staff_listen)
+            && a.port() == b.port()
+            && a.port() != 0
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        {
+            problems.push(format!("server.listen ({a}) and server.staff_listen ({b}) clash: give the staff API its own port"));
+        }
+        problems.extend(self.problems());
+        (listen, staff_listen)
+    }
+}
+
+impl RawRuntime {
+    fn settings(&self, base: &Path, problems: &mut Vec<String>) -> RuntimeSettings {
+        let library = self.onnxruntime.as_ref().map(|p| base.join(p));
+        if let Some(l) = library.as_ref().filter(|l| !l.is_file()) {
+            problems.push(format!("runtime.onnxruntime = {} does not exist (run scripts/bootstrap, or point it at a libonnxruntime.so)", l.display()));
+        }
+        if self.providers.is_empty() {
+            problems.push("runtime.providers is empty: list at least \"cpu\"".into());
+        }
+        if self.require_gpu && !self.providers.iter().any(|p| p.is_gpu()) {
+            problems.push("runtime.require_gpu is set but runtime.providers names no GPU provider (\"cuda\" or \"tensorrt\")".into());
+        }
+        RuntimeSettings {
+            library,
+            session: SessionOptions {
+                providers: self.providers.clone(),
+                require_gpu: self.require_gpu,
+                tensorrt_cache: self.tensorrt_cache.as_ref().map(|p| base.join(p)),
+                intra_threads: self.intra_threads,
+                spinning: self.spinning,
+            },
+        }
+    }
+}
+
+impl RawDetector {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.score_threshold > 0.0 && self.score_threshold <= 1.0) {
+            problems.push(format!(
+                "detector.score_threshold = {} must be in (0, 1]",
+                self.score_threshold
+            ));
+        }
+        if !(self.iou_threshold > 0.0 && self.iou_threshold <= 1.0) {
+            problems.push(format!(
+                "detector.iou_threshold = {} must be in (0, 1]",
+                self.iou_threshold
+            ));
+        }
+        if !(1..=1000).contains(&self.max_detections) {
+            problems.push(format!(
+                "detector.max_detections = {} must be between 1 and 1000",
+                self.max_detections
+            ));
+        }
+        problems
+    }
+}
+
+impl RawCatalog {
+    fn settings(&self, base: &Path, problems: &mut Vec<String>) -> CatalogSettings {
+        let path = base.join(&self.path);
+        let data_dir = base.join(&self.data_dir);
+        // The seed is only needed until the data folder has an active version of its own.
+        if !path.join("items.jsonl").is_file() && !data_dir.join("ACTIVE").is_file() {
+            problems.push(format!(
+                "catalog.path {} holds no items.jsonl (build one with `vitrine catalog build`)",
+                path.display()
+            ));
+        }
+        problems.extend(self.index.problems());
+        problems.extend(self.limit_problems());
+        let token = self.token(base, problems);
+        let channel = self
+            .channel
+            .as_ref()
+            .and_then(|ch| ch.settings(base, problems));
+        CatalogSettings {
+            path,
+            index: self.index,
+            data_dir,
+            versions_kept: self.versions_kept,
+            upload_limit: self.upload_limit_mb << 20,
+            unpack_limit: self.unpack_limit_mb << 20,
+            import_threads: self.import_threads,
+            import_nice: self.import_nice,
+            token,
+            receive_timeout: std::time::Duration::from_secs(self.receive_timeout_s),
+            channel,
+        }
+    }
+
+    fn limit_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=100).contains(&self.versions_kept) {
+            problems.push(format!(
+                "catalog.versions_kept = {} must be between 1 and 100",
+                self.versions_kept
+            ));
+        }
+        if !(1..=65536).contains(&self.upload_limit_mb) {
+            problems.push(format!(
+                "catalog.upload_limit_mb = {} must be between 1 and 65536",
+                self.upload_limit_mb
+            ));
+        }
+        if !(1..=65536).contains(&self.unpack_limit_mb) {
+            problems.push(format!(
+                "catalog.unpack_limit_mb = {} must be between 1 and 65536",
+                self.unpack_limit_mb
+            ));
+        } else if self.unpack_limit_mb < self.upload_limit_mb {
+            problems.push(format!(
+                "catalog.unpack_limit_mb = {} is below catalog.upload_limit_mb = {}: an uncompressed .tar unpacks to its own size; raise it or lower the upload limit",
+                self.unpack_limit_mb, self.upload_limit_mb
+            ));
+        }
+        if !(0..=19).contains(&self.import_nice) {
+            problems.push(format!(
+                "catalog.import_nice = {} must be between 0 and 19",
+                self.import_nice
+            ));
+        }
+        if self.import_threads > 256 {
+            problems.push(format!(
+                "catalog.import_threads = {} must be at most 256 (0: one per core)",
+                self.import_threads
+            ));
+        }
+        if !(1..=3600).contains(&self.receive_timeout_s) {
+            problems.push(format!(
+                "catalog.receive_timeout_s = {} must be between 1 and 3600",
+                self.receive_timeout_s
+            ));
+        }
+        problems
     }
 }
