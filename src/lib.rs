@@ -106,9 +106,6 @@ pub enum DaemonError {
     /// `vitrine detect`: its output cannot be written (a closed pipe, a full disk).
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
-    /// A benchmark's failure, only ever shown (`vitrine bench`): no caller acts on it.
-    #[error("{0}")]
-    Internal(String),
 }
 
 /// Hooks the binary gives the daemon: where it listens, and the moments systemd cares about.

@@ -113,9 +113,11 @@ pub enum CatalogError {
     /// The catalog's own threads (the writer thread, the build pool) could not start or died.
     #[error("{0}")]
     Threads(String),
-    /// A tool's own failure (the benchmarks); the runtime uses the variants above.
-    #[error("{0}")]
-    Other(String),
+    /// The channel poller's record of the highest sequence it accepted is unreadable.
+    #[error(
+        "{path} is damaged ({why}); it holds the highest channel sequence this box accepted. Delete it only if you trust the channel's current document"
+    )]
+    ChannelState { path: PathBuf, why: String },
 }
 
 fn no_catalog(data_dir: &Path, locked: &bool) -> String {
@@ -202,7 +204,10 @@ impl CatalogError {
                 why: why.clone(),
             },
             E::Threads(v) => E::Threads(v.clone()),
-            E::Other(v) => E::Other(v.clone()),
+            E::ChannelState { path, why } => E::ChannelState {
+                path: path.clone(),
+                why: why.clone(),
+            },
         }
     }
 }

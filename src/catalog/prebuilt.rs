@@ -145,8 +145,10 @@ pub fn write(
         groups,
     };
     let p = index_dir.join(LISTING);
-    let json =
-        serde_json::to_vec_pretty(&listing).map_err(|e| CatalogError::Other(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&listing).map_err(|e| CatalogError::Write {
+        path: p.clone(),
+        source: std::io::Error::other(e),
+    })?;
     std::fs::write(&p, json).map_err(werr(&p))?;
     Ok(listing)
 }

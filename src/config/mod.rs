@@ -918,7 +918,6 @@ fn unknown_region_labels(regions: &RegionSettings, spec: &DetectorSpec) -> Vec<S
     let known: Vec<&str> = spec.labels.iter().map(|(_, n)| n).collect();
     regions
         .labels_used()
-        .into_iter()
         .filter(|label| spec.labels.id_of(label).is_none())
         .map(|label| {
             format!(

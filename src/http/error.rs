@@ -77,7 +77,7 @@ pub fn catalog_status(e: &CatalogError) -> StatusCode {
         | E::Embedding { .. }
         | E::StoredImage { .. }
         | E::Threads(_)
-        | E::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        | E::ChannelState { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

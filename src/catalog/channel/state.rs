@@ -123,12 +123,11 @@ impl Dirs {
             }
             Err(source) => return Err(CatalogError::Read { path: p, source }),
         };
-        let s: Persisted = serde_json::from_slice(&text).map_err(|e| {
-            CatalogError::Other(format!(
-                "{} is damaged ({e}); it holds the highest channel sequence this box accepted. Delete it only if you trust the channel's current document",
-                p.display()
-            ))
-        })?;
+        let s: Persisted =
+            serde_json::from_slice(&text).map_err(|e| CatalogError::ChannelState {
+                path: p.clone(),
+                why: e.to_string(),
+            })?;
         if s.channel != channel {
             tracing::warn!(was = %s.channel, now = %channel, "the catalog channel changed: its sequence numbers start afresh");
             return Ok(Persisted::fresh(channel));
@@ -141,8 +140,12 @@ impl Dirs {
             path: self.root.clone(),
             source,
         })?;
-        let bytes = serde_json::to_vec_pretty(s).map_err(|e| CatalogError::Other(e.to_string()))?;
-        crate::catalog::store::write_durable(&self.state(), &bytes, None)
+        let path = self.state();
+        let bytes = serde_json::to_vec_pretty(s).map_err(|e| CatalogError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        crate::catalog::store::write_durable(&path, &bytes, None)
     }
 }
 
