@@ -484,6 +484,19 @@ fn catalog(command: CatalogCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A benchmark's report: JSON for machines, its readable form for people.
+fn print_report(
+    report: &(impl serde::Serialize + std::fmt::Display),
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
+
 fn bench_pipeline(args: PipelineBench) -> anyhow::Result<()> {
     let mut settings = load(args.config)?;
     if let Some(c) = args.catalog {
@@ -499,12 +512,7 @@ fn bench_pipeline(args: PipelineBench) -> anyhow::Result<()> {
             paced: args.paced,
         },
     )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
-    }
-    Ok(())
+    print_report(&report, args.json)
 }
 
 fn bench_fleet(what: BenchTarget) -> anyhow::Result<()> {
@@ -534,12 +542,7 @@ fn bench_fleet(what: BenchTarget) -> anyhow::Result<()> {
         nginx: vitrine::bench::fleet::default_nginx(),
     };
     let report = vitrine::bench::fleet::run(&opts)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
-    }
-    Ok(())
+    print_report(&report, json)
 }
 
 fn bench_http(what: BenchTarget) -> anyhow::Result<()> {
@@ -574,12 +577,7 @@ fn bench_http(what: BenchTarget) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let report = rt.block_on(http::run(&opts))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("{report}");
-    }
-    Ok(())
+    print_report(&report, json)
 }
 
 fn publish(what: CatalogCommand) -> anyhow::Result<()> {
