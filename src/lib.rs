@@ -231,13 +231,9 @@ struct Shared {
 
 impl Shared {
     fn new(settings: &Settings) -> Self {
-        let empty = Catalog::from_items(
-            "none".into(),
+        let empty = Catalog::empty(
             settings.catalog.path.clone(),
-            vec![],
-            vec![],
             settings.embedder.spec.output.dim,
-            None,
             &settings.catalog.index,
         );
         Self {

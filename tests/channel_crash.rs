@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use channel_support::daemon::*;
-use channel_support::publish::{self, Key, Target};
+use channel_support::publish::{self, Target};
 use channel_support::{requests, switch, switchable_nginx};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -50,18 +50,7 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
     let flags = w.join("flags");
     let nginx = switchable_nginx(&flags, "100k");
     let target = Target::Folder(&nginx.root);
-    let key = Key::generate();
-    let fp = fingerprint();
-    let seed = seed(&w.join("seed"), 20);
-    let data = w.join("data");
-    let pubkey = key.write_public(&w.join("hq.pub"));
-    let cfg = config(
-        w,
-        &seed,
-        &data,
-        &box_id(true, 100),
-        channel(&nginx.base(), &pubkey),
-    );
+    let Following { key, fp, data, cfg } = following(w, &nginx.base());
 
     // Killed in the middle of a slow download.
     let second = publish::bundle(w, "second", 300, &fp, 2);

@@ -74,19 +74,8 @@ fn every_refusal_leaves_the_live_catalog_serving() {
     let w = work.path();
     let nginx = Nginx::start("");
     let target = Target::Folder(&nginx.root);
-    let key = Key::generate();
+    let Following { key, fp, data, cfg } = following(w, &nginx.base());
     let stranger = Key::generate();
-    let fp = fingerprint();
-    let seed = seed(&w.join("seed"), 20);
-    let data = w.join("data");
-    let pubkey = key.write_public(&w.join("hq.pub"));
-    let cfg = config(
-        w,
-        &seed,
-        &data,
-        &box_id(true, 100),
-        channel(&nginx.base(), &pubkey),
-    );
 
     let first = publish::bundle(w, "first", 30, &fp, 1);
     let doc1 = publish::document(&key, 1, "first", &first, Some(fp.clone()), 100, &[]);

@@ -10,7 +10,7 @@ mod channel_support;
 use std::time::{Duration, Instant};
 
 use channel_support::daemon::*;
-use channel_support::publish::{self, Key, Target};
+use channel_support::publish::{self, Target};
 use channel_support::{requests, switch, switchable_nginx};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -29,18 +29,7 @@ fn outages_and_slow_origins_leave_the_live_catalog_serving() {
     let mut nginx = switchable_nginx(&flags, "100k");
     let root = nginx.root.clone();
     let target = Target::Folder(&root);
-    let key = Key::generate();
-    let fp = fingerprint();
-    let seed = seed(&w.join("seed"), 20);
-    let data = w.join("data");
-    let pubkey = key.write_public(&w.join("hq.pub"));
-    let cfg = config(
-        w,
-        &seed,
-        &data,
-        &box_id(true, 100),
-        channel(&nginx.base(), &pubkey),
-    );
+    let Following { key, fp, data, cfg } = following(w, &nginx.base());
     let first = publish::bundle(w, "first", 30, &fp, 1);
     let doc1 = publish::document(&key, 1, "first", &first, Some(fp.clone()), 100, &[]);
     target.publish(&first, &doc1);

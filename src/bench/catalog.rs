@@ -243,13 +243,9 @@ pub fn run(
         import_nice: opts.import_nice,
     };
     let empty = || {
-        Arc::new(arc_swap::ArcSwap::from_pointee(Catalog::from_items(
-            "none".into(),
+        Arc::new(arc_swap::ArcSwap::from_pointee(Catalog::empty(
             data.clone(),
-            vec![],
-            vec![],
             fingerprint.dim,
-            None,
             &opts.params,
         )))
     };

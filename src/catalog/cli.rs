@@ -32,13 +32,9 @@ pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
 }
 
 fn service(settings: &Settings) -> Result<CatalogService, CatalogError> {
-    let empty = Catalog::from_items(
-        "none".into(),
+    let empty = Catalog::empty(
         settings.catalog.path.clone(),
-        vec![],
-        vec![],
         settings.embedder.spec.output.dim,
-        None,
         &settings.catalog.index,
     );
     CatalogService::open(

@@ -634,15 +634,7 @@ mod tests {
             import_threads: 1,
             import_nice: nice,
         };
-        let empty = Catalog::from_items(
-            "none".into(),
-            dir.into(),
-            vec![],
-            vec![],
-            DIM,
-            None,
-            &params,
-        );
+        let empty = Catalog::empty(dir.into(), DIM, &params);
         let shared = Arc::new(arc_swap::ArcSwap::from_pointee(empty));
         let heard = Arc::new(Mutex::new(Vec::new()));
         let on_swap = {

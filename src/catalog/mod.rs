@@ -271,6 +271,11 @@ pub enum Change {
 }
 
 impl Catalog {
+    /// A catalog with no items, version "none": what is searched until the first one is loaded.
+    pub fn empty(root: PathBuf, dim: usize, params: &IndexParams) -> Self {
+        Self::from_items("none".into(), root, vec![], vec![], dim, None, params)
+    }
+
     /// Builds the indexes for items whose embeddings are already checked (unit length, `dim`).
     pub fn from_items(
         version: String,
