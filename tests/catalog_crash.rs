@@ -24,15 +24,6 @@ const STAGES: [(&str, bool, bool); 7] = [
     ("activated", true, true),
 ];
 
-fn leftovers(data: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(data.join("versions"))
-        .expect("versions")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
     let work = tempfile::tempdir().expect("tmp");
@@ -56,9 +47,9 @@ async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
             "after kill #{n}"
         );
         assert!(
-            leftovers(&data).is_empty(),
+            half_written(&data).is_empty(),
             "leftovers: {:?}",
-            leftovers(&data)
+            half_written(&data)
         );
         assert!(
             !d.log().contains("seed catalog imported"),
@@ -87,7 +78,7 @@ async fn sigkill_at_every_import_stage_leaves_old_or_new_version() {
     // The last restart: the final state, then a clean import still works.
     let d = serve(&cfg, &[], WAIT);
     assert_eq!(versions(&d).await, (active.clone(), stored.clone()));
-    assert!(leftovers(&data).is_empty());
+    assert!(half_written(&data).is_empty());
     wait_recommendations(&d, &active, "up-", WAIT).await;
     let done = upload(&d, "", body, WAIT).await;
     assert_eq!(done["state"], "succeeded", "{done}");

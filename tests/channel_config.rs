@@ -3,8 +3,9 @@
 //! file and inline, two during a rotation — ready to poll.
 
 mod channel_support;
+mod common;
 
-use channel_support::daemon::{channel, config, seed};
+use channel_support::follower::{channel, config, seed};
 use channel_support::publish::Key;
 use vitrine::config::Settings;
 

@@ -5,25 +5,17 @@
 //! never a half-written one, and ends on the new version without importing it twice.
 
 mod channel_support;
+mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use channel_support::daemon::*;
+use channel_support::follower::*;
 use channel_support::publish::{self, Target};
 use channel_support::{requests, switch, switchable_nginx};
+use common::Daemon;
+use common::catalog::{half_written, version_source, versions_on_disk};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// Hidden entries in `versions/`: a version being written (`.tmp-…`) or deleted.
-fn half_written(data: &Path) -> Vec<String> {
-    std::fs::read_dir(data.join("versions"))
-        .expect("versions")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect()
-}
 
 /// `log` without its colours.
 fn plain(log: &str) -> String {
@@ -57,7 +49,7 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
     let doc = publish::document(&key, 1, "second", &second, Some(fp.clone()), 100, &[]);
     switch(&flags, "slow", true);
     target.publish(&second, &doc);
-    let d = Daemon::start(&cfg, w, &[]);
+    let d = Daemon::with_config(&cfg, w, &[]);
     let part = data.join(format!("channel/downloads/{}.part", doc.sha256));
     let t = Instant::now();
     while std::fs::metadata(&part).map_or(0, |m| m.len()) < 150_000 {
@@ -77,7 +69,7 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
     );
 
     switch(&flags, "slow", false);
-    let d = Daemon::start(&cfg, w, &[]);
+    let d = Daemon::with_config(&cfg, w, &[]);
     d.wait_status("second taken after the restart", WAIT, |s| {
         s["catalog"]["version"] == "v0002" && s["channel"]["state"] == "up_to_date"
     });
@@ -115,7 +107,7 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
             &[],
         );
         target.publish(&bundle, &doc);
-        let mut d = Daemon::start(&cfg, w, &[("VITRINE_CATALOG_PAUSE_AT", stage)]);
+        let d = Daemon::with_config(&cfg, w, &[("VITRINE_CATALOG_PAUSE_AT", stage)]);
         d.wait_line(&format!("vitrine catalog paused at {stage}"), WAIT);
         d.kill();
         // On disk: the old version active, or the new one complete and active.
@@ -132,7 +124,7 @@ fn sigkill_during_download_and_import_leaves_old_or_new_never_half() {
         }
         assert_eq!(stored, expected.1, "after a kill at '{stage}'");
 
-        let d = Daemon::start(&cfg, w, &[]);
+        let d = Daemon::with_config(&cfg, w, &[]);
         // The restart serves what the disk says, loaded from its dump, before the channel acts.
         let loaded = format!("version={}", expected.0);
         let t = Instant::now();

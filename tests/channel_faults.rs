@@ -5,12 +5,15 @@
 //! `/api/status` and `vitrine_channel_refusals_total` name the reason.
 
 mod channel_support;
+mod common;
 
 use std::time::Duration;
 
-use channel_support::daemon::*;
+use channel_support::follower::*;
 use channel_support::publish::{self, Key, Target};
 use channel_support::{Nginx, requests};
+use common::Daemon;
+use common::catalog::versions_on_disk;
 use vitrine::catalog::channel::doc::ChannelDocument;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -80,7 +83,7 @@ fn every_refusal_leaves_the_live_catalog_serving() {
     let first = publish::bundle(w, "first", 30, &fp, 1);
     let doc1 = publish::document(&key, 1, "first", &first, Some(fp.clone()), 100, &[]);
     target.publish(&first, &doc1);
-    let d = Daemon::start(&cfg, w, &[]);
+    let d = Daemon::with_config(&cfg, w, &[]);
     d.wait_status("first taken", WAIT, |s| {
         s["channel"]["state"] == "up_to_date" && s["catalog"]["version"] == "v0002"
     });
@@ -193,7 +196,7 @@ fn every_refusal_leaves_the_live_catalog_serving() {
     // The highest sequence survives a power cut: the replay is refused after a restart too.
     d.kill();
     target.put_document(&doc1);
-    let d = Daemon::start(&cfg, w, &[]);
+    let d = Daemon::with_config(&cfg, w, &[]);
     let s = d.wait_status("replay refused after restart", WAIT, |s| {
         s["channel"]["last_refusal"]["reason"] == "sequence_backwards"
     });

@@ -6,12 +6,15 @@
 //! `vitrine_channel_errors_total` say what went wrong.
 
 mod channel_support;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use channel_support::daemon::*;
+use channel_support::follower::*;
 use channel_support::publish::{self, Target};
 use channel_support::{requests, switch, switchable_nginx};
+use common::Daemon;
+use common::catalog::versions_on_disk;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -33,7 +36,7 @@ fn outages_and_slow_origins_leave_the_live_catalog_serving() {
     let first = publish::bundle(w, "first", 30, &fp, 1);
     let doc1 = publish::document(&key, 1, "first", &first, Some(fp.clone()), 100, &[]);
     target.publish(&first, &doc1);
-    let d = Daemon::start(&cfg, w, &[]);
+    let d = Daemon::with_config(&cfg, w, &[]);
     d.wait_status("first taken", WAIT, |s| {
         s["catalog"]["version"] == "v0002" && s["channel"]["state"] == "up_to_date"
     });

@@ -4,11 +4,10 @@
 //! signature with the same public key.
 
 mod channel_support;
+mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use channel_support::S3Server;
 use vitrine::catalog::channel::{ChannelDocument, TrustedKeys};
@@ -42,7 +41,7 @@ fn bundle(dir: &Path, version: &str, seed: u64) -> PathBuf {
 
 /// Runs the binary with only the environment a test gives it (no AWS_* of the developer's).
 fn vitrine(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vitrine"));
+    let mut c = common::bin();
     c.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_") {
@@ -291,61 +290,14 @@ fn an_encrypted_key_signs_only_with_its_password_from_the_environment() {
     verified(&dir, &public);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// An s3s-fs that checks SigV4 signatures against one key pair (the shared helper starts it
-/// unsigned).
-struct SignedS3 {
-    child: Child,
-    port: u16,
-    root: PathBuf,
-}
-
-impl SignedS3 {
-    fn start(dir: &Path, bucket: &str, access: &str, secret: &str) -> SignedS3 {
-        let root = dir.join("s3-signed");
-        std::fs::create_dir_all(root.join(bucket)).unwrap();
-        let port = free_port();
-        let child = Command::new(S3Server::binary())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", access, "--secret-key", secret])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "s3s-fs did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        SignedS3 { child, port, root }
-    }
-}
-
-impl Drop for SignedS3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn credentials_come_from_a_file_and_are_never_printed() {
     let tmp = tempfile::tempdir().unwrap();
     let secret = "hq-secret-0123456789";
-    let s3 = SignedS3::start(tmp.path(), "fleet", "hq-writer", secret);
+    let s3 = S3Server::start_with_keys("fleet", "hq-writer", secret);
     let (key, public) = keygen(tmp.path(), &[]);
     let v = bundle(tmp.path(), "signed", 8);
-    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let endpoint = s3.endpoint();
     let env = [
         ("AWS_ENDPOINT", endpoint.as_str()),
         ("AWS_ALLOW_HTTP", "true"),

@@ -5,12 +5,15 @@
 //! log, `/api/status`, `/metrics` or the version's recorded source.
 
 mod channel_support;
+mod common;
 
 use std::time::Duration;
 
 use channel_support::S3Server;
-use channel_support::daemon::*;
+use channel_support::follower::*;
 use channel_support::publish::{self, Key, Target};
+use common::Daemon;
+use common::catalog::{fingerprint, version_source, versions_on_disk};
 
 const WAIT: Duration = Duration::from_secs(90);
 const ACCESS_KEY: &str = "AKIAVITRINETEST0001";
@@ -50,7 +53,7 @@ fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
     let doc = publish::document(&key, 1, "spring", &spring, Some(fp.clone()), 50, &[]);
     target.publish(&spring, &doc);
     // The keys are not in the environment: only the file can have signed the requests.
-    let d = Daemon::start(
+    let d = Daemon::with_config(
         &cfg,
         w,
         &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],

@@ -2,6 +2,7 @@
 //! nginx answers `If-None-Match` with 304 and a Range with 206.
 
 mod channel_support;
+mod common;
 
 use channel_support::{Nginx, S3Server};
 

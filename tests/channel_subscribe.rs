@@ -5,48 +5,20 @@
 //! written outside the data folder.
 
 mod channel_support;
+mod common;
+#[path = "promtool_support/mod.rs"]
+mod promtool;
 
 use std::path::Path;
 use std::time::Duration;
 
-use channel_support::daemon::*;
+use channel_support::follower::*;
 use channel_support::publish::{self, Key, Target};
 use channel_support::{Nginx, requests};
+use common::Daemon;
+use common::catalog::{fingerprint, version_source, versions_on_disk};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// `promtool check metrics` on `text`: its report (empty when clean).
-fn promtool(text: &str) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let bin = std::env::var("VITRINE_PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let mut child = Command::new(&bin)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool ({bin}) does not run ({e}): run scripts/bootstrap --tests, or set VITRINE_PROMTOOL")
-        });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        report.trim().to_string()
-    } else {
-        format!("exit {}: {report}", out.status)
-    }
-}
 
 /// Every file under `dir`, relative, sorted.
 fn files(dir: &Path) -> Vec<String> {
@@ -91,7 +63,7 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
         .filter(|f| !f.starts_with("data/"))
         .collect();
 
-    let d = Daemon::start(&cfg, &cwd, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let d = Daemon::with_config(&cfg, &cwd, &[("TMPDIR", tmp.to_str().unwrap())]);
     // No channel document yet: an error the status names; the seed serves.
     let s = d.wait_status("a 404 from the empty channel", WAIT, |s| {
         s["channel"]["last_error"]["kind"] == "http_status"
@@ -130,8 +102,12 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
     assert_eq!(d.metric("vitrine_channel_behind_seconds"), Some(0.0));
     // The channel's families join /metrics in a form Prometheus's own linter accepts.
     let text = d.metrics();
-    let report = promtool(&text);
-    assert!(report.is_empty(), "promtool: {report}\n{text}");
+    let report = promtool::run(&common::root(), &["check", "metrics"], Some(&text));
+    assert!(
+        report.success && report.output.trim().is_empty(),
+        "promtool: {}\n{text}",
+        report.output
+    );
     let fetched = d.metric("vitrine_channel_fetched_bytes_total").unwrap();
     assert!(fetched >= spring.len() as f64, "{fetched}");
     // Downloaded once, in one piece.
@@ -204,7 +180,7 @@ fn a_box_takes_new_versions_polls_cheaply_and_follows_the_rollout() {
     let mut ch = channel(&nginx.base(), &pubkey);
     ch.insert("pin".into(), "spring".into());
     let cfg = config(w, &seed, &data, &id, ch);
-    let d = Daemon::start(&cfg, &cwd, &[("TMPDIR", tmp.to_str().unwrap())]);
+    let d = Daemon::with_config(&cfg, &cwd, &[("TMPDIR", tmp.to_str().unwrap())]);
     let s = d.wait_status("pinned", WAIT, |s| s["channel"]["state"] == "pinned");
     assert_eq!(s["catalog"]["version"], "v0003", "{s}");
     assert!(s["channel"]["last_refusal"].is_null(), "{s}");

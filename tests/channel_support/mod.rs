@@ -6,7 +6,7 @@
 //! `start` again on the same port and folder are how the tests take a server down mid-download.
 #![allow(dead_code)]
 
-pub mod daemon;
+pub mod follower;
 pub mod publish;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,6 +36,50 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port} within 20 s");
 }
 
+/// A server process on a fixed port, killed on `stop` and on drop: what a test takes down and
+/// brings back on the same port and folder.
+struct Proc {
+    port: u16,
+    what: &'static str,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn new(what: &'static str) -> Proc {
+        Proc {
+            port: free_port(),
+            what,
+            child: None,
+        }
+    }
+
+    /// Kills the server, as a crash or a network cut would.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts `cmd` (after stopping what ran) and waits until it listens on the port.
+    fn run(&mut self, mut cmd: Command) {
+        self.stop();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.what));
+        wait_listening(self.port, &mut child, self.what);
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn find_binary(env: &str, name: &str, candidates: &[PathBuf], install: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return p.into();
@@ -60,12 +104,11 @@ fn find_binary(env: &str, name: &str, candidates: &[PathBuf], install: &str) -> 
 
 /// An s3s-fs server: unsigned requests, objects stored as files under `root`.
 pub struct S3Server {
-    pub port: u16,
     pub root: PathBuf,
     /// Access key and secret the server demands (SigV4); `None`: unsigned requests.
     pub keys: Option<(String, String)>,
-    child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
+    proc: Proc,
+    _dir: tempfile::TempDir,
 }
 
 impl S3Server {
@@ -84,11 +127,10 @@ impl S3Server {
         let root = dir.path().join("s3");
         std::fs::create_dir_all(root.join(bucket)).expect("bucket folder");
         let mut s = S3Server {
-            port: free_port(),
             root,
             keys,
-            child: None,
-            _dir: Some(dir),
+            proc: Proc::new("s3s-fs"),
+            _dir: dir,
         };
         s.resume();
         s
@@ -106,49 +148,32 @@ impl S3Server {
 
     /// `http://127.0.0.1:PORT`, the endpoint an S3 client is pointed at.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.proc.port)
     }
 
     /// Kills the server (as a crash or a network cut would); objects stay on disk.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop();
     }
 
     /// Starts the server again on the same port and folder.
     pub fn resume(&mut self) {
-        self.stop();
         let mut cmd = Command::new(Self::binary());
-        cmd.args(["--host", "127.0.0.1", "--port", &self.port.to_string()]);
+        cmd.args(["--host", "127.0.0.1", "--port", &self.proc.port.to_string()]);
         if let Some((access, secret)) = &self.keys {
             cmd.args(["--access-key", access, "--secret-key", secret]);
         }
-        let mut child = cmd
-            .arg(&self.root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        wait_listening(self.port, &mut child, "s3s-fs");
-        self.child = Some(child);
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.stop();
+        cmd.arg(&self.root);
+        self.proc.run(cmd);
     }
 }
 
 /// nginx serving `root` as a static origin, in the foreground under its own prefix.
 pub struct Nginx {
-    pub port: u16,
     pub root: PathBuf,
     prefix: PathBuf,
     extra: String,
-    child: Option<Child>,
+    proc: Proc,
     _dir: tempfile::TempDir,
 }
 
@@ -162,11 +187,10 @@ impl Nginx {
         std::fs::create_dir_all(&root).expect("www folder");
         std::fs::create_dir_all(prefix.join("logs")).expect("nginx prefix");
         let mut n = Nginx {
-            port: free_port(),
             root,
             prefix,
             extra: extra.into(),
-            child: None,
+            proc: Proc::new("nginx"),
             _dir: dir,
         };
         n.resume();
@@ -184,18 +208,16 @@ impl Nginx {
 
     /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.proc.port)
     }
 
+    /// Kills nginx; the served folder stays.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.stop();
     }
 
+    /// Starts nginx again on the same port and folder.
     pub fn resume(&mut self) {
-        self.stop();
         let p = &self.prefix;
         // One process: killing it takes the server down. With a master, its worker outlives a
         // SIGKILL of the master and goes on serving (and holding the port).
@@ -226,35 +248,24 @@ http {{
             err = p.join("logs/error.log").display(),
             access = p.join("logs/access.log").display(),
             tmp = p.display(),
-            port = self.port,
+            port = self.proc.port,
             root = self.root.display(),
             extra = self.extra,
         );
         std::fs::write(p.join("nginx.conf"), conf).expect("nginx.conf");
-        let mut child = Command::new(Self::binary())
-            .arg("-p")
+        let mut cmd = Command::new(Self::binary());
+        cmd.arg("-p")
             .arg(p)
             .arg("-c")
             .arg(p.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nginx");
-        wait_listening(self.port, &mut child, "nginx");
-        self.child = Some(child);
+            .args(["-g", "daemon off;"]);
+        self.proc.run(cmd);
     }
 
     /// The access log so far: one line per request (method, path, status, bytes), to count the
     /// requests a box made.
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

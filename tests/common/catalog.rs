@@ -10,22 +10,16 @@ use vitrine::catalog::items::EmbedderFingerprint;
 use vitrine::catalog::synth::{self, Embeddings};
 
 pub use super::Daemon;
-use super::{config_in, root};
+use super::{config_in, root, serves, shown_in};
 
 pub const TOKEN: &str = "test-staff-token-0123456789abcdef";
 pub const TOKEN_ENV: &str = "VITRINE_TEST_STAFF_TOKEN";
 
-/// The running embedder's fingerprint (with the default `[similarity]` recipe), read from its
-/// model config like the daemon does.
+/// The running embedder's fingerprint under the demo config, as the daemon computes it.
 pub fn fingerprint() -> EmbedderFingerprint {
-    let spec = vitrine::config::model::ModelSpec::embedder(
-        &root().join("models/efficientnet_lite0_int8.toml"),
-    )
-    .expect("the shipped embedder config (models/efficientnet_lite0_int8.toml) must load");
-    let recipe = vitrine::vision::fusion::RawSimilarity::default()
-        .validate()
-        .expect("the default [similarity] is valid");
-    EmbedderFingerprint::running(&spec, &recipe)
+    let s = vitrine::config::Settings::load_without_token(&root().join("vitrine.toml"))
+        .expect("the demo config (vitrine.toml) must load");
+    EmbedderFingerprint::running(&s.embedder.spec, &s.similarity)
 }
 
 /// Writes a bundle folder of `n` items named `<prefix>-<i>`.
@@ -199,21 +193,7 @@ pub async fn shown(d: &Daemon) -> (String, Vec<String>) {
         .json()
         .await
         .expect("json");
-    let mut ids = Vec::new();
-    for s in r["shoppers"].as_array().into_iter().flatten() {
-        for g in s["garments"].as_array().into_iter().flatten() {
-            for it in g["items"].as_array().into_iter().flatten() {
-                ids.push(it["id"].as_str().unwrap_or_default().to_string());
-            }
-        }
-    }
-    (
-        r["catalog_version"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        ids,
-    )
+    shown_in(&r)
 }
 
 /// Waits until recommendations come from `version` and show at least one item, all with ids
@@ -227,11 +207,7 @@ pub async fn wait_recommendations(
     let t = Instant::now();
     loop {
         let (v, ids) = shown(d).await;
-        if v == version && !ids.is_empty() {
-            assert!(
-                ids.iter().all(|i| i.starts_with(prefix)),
-                "catalog {version} shows items outside it: {ids:?}"
-            );
+        if serves(version, prefix, &v, &ids) {
             return ids;
         }
         assert!(
@@ -282,4 +258,53 @@ pub async fn staff_post_raw(d: &Daemon, path: &str, body: Vec<u8>) -> (u16, serd
         })
         .unwrap_or(serde_json::Value::Null);
     (status, json)
+}
+
+/// The data folder's versions as written on disk: the active id, and every stored version
+/// (each with its `version.json`, i.e. complete). Panics on leftovers of a half-written version
+/// that a start did not sweep.
+pub fn versions_on_disk(data: &Path) -> (String, Vec<String>) {
+    let active: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("ACTIVE")).expect("ACTIVE"))
+            .expect("ACTIVE json");
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(data.join("versions"))
+        .expect("versions")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        assert!(
+            e.path().join("version.json").is_file(),
+            "version {name} is incomplete"
+        );
+        ids.push(name);
+    }
+    ids.sort();
+    (
+        active["active"].as_str().unwrap_or_default().to_string(),
+        ids,
+    )
+}
+
+/// The `source` a stored version records.
+pub fn version_source(data: &Path, id: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("versions").join(id).join("version.json")).expect("version.json"),
+    )
+    .expect("version json");
+    v["source"].as_str().unwrap_or_default().to_string()
+}
+
+/// Hidden entries in the data folder's `versions/`: a version being written (`.tmp-…`) or
+/// deleted. None may outlive a start.
+pub fn half_written(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("versions"))
+        .expect("versions")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
 }

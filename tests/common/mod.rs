@@ -101,6 +101,18 @@ impl Daemon {
         Self::serve(&all, edit)
     }
 
+    /// Starts `vitrine serve --config CONFIG` in `cwd` with `env`, as a box in the field runs:
+    /// the whole log at info (a test may look for what any crate printed) and no crash-test
+    /// pause inherited from the test's own environment. Waits until it listens.
+    pub fn with_config(config: &Path, cwd: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::serve(&["--config", utf8(config)], |c| {
+            c.current_dir(cwd)
+                .env("RUST_LOG", "info")
+                .env_remove("VITRINE_CATALOG_PAUSE_AT")
+                .envs(env.iter().copied());
+        })
+    }
+
     /// Starts `vitrine serve ARGS…` as given (a restart names its address) and waits until it
     /// listens.
     pub fn serve(args: &[&str], edit: impl FnOnce(&mut Command)) -> Daemon {
@@ -210,14 +222,21 @@ impl Daemon {
             .unwrap_or_default()
     }
 
-    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let resp = reqwest::blocking::Client::new()
+    /// GET `path`: its status and body; panics with the log if the daemon does not answer.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::blocking::Client::new()
             .get(self.url(path))
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
             .send()
-            .expect("GET");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(serde_json::Value::Null))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\nlog:\n{}", self.log()));
+        let status = r.status().as_u16();
+        (status, r.text().unwrap_or_default())
+    }
+
+    /// GET `path` as JSON (`Null` when the body is not JSON).
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = self.get(path);
+        (status, serde_json::from_str(&body).unwrap_or_default())
     }
 
     /// Polls `path` until `pred` holds on its JSON, returning it.
@@ -227,20 +246,92 @@ impl Daemon {
         timeout: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.poll(path, path, timeout, pred, |last| last.to_string())
+    }
+
+    /// `/api/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, v) = self.get_json("/api/status");
+        assert_eq!(code, 200, "/api/status: {v}\nlog:\n{}", self.log());
+        v
+    }
+
+    /// Polls `/api/status` until `pred` holds on it; a failure says `what` and shows the last
+    /// channel status and the log.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.poll("/api/status", what, timeout, pred, |last| {
+            format!(
+                "channel status: {}",
+                serde_json::to_string_pretty(&last["channel"]).unwrap_or_default()
+            )
+        })
+    }
+
+    /// Polls `path` until `pred` holds; past `timeout` panics naming `what`, with `shown(last)`
+    /// and the log.
+    fn poll(
+        &self,
+        path: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        shown: impl Fn(&serde_json::Value) -> String,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + timeout;
-        let mut last = serde_json::Value::Null;
-        while Instant::now() < deadline {
+        loop {
             let (_, v) = self.get_json(path);
             if pred(&v) {
                 return v;
             }
-            last = v;
+            if Instant::now() > deadline {
+                panic!(
+                    "{what}: not within {timeout:?}; last {}\nlog:\n{}",
+                    shown(&v),
+                    self.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!(
-            "{path} never satisfied the condition within {timeout:?}; last: {last}\nlog:\n{}",
-            self.log()
-        );
+    }
+
+    /// `/metrics`, as text.
+    pub fn metrics(&self) -> String {
+        self.get("/metrics").1
+    }
+
+    /// The value of the sample `series` (name and labels as printed) in `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The catalog version of the newest recommendations and the ids of every item they show.
+    pub fn shown(&self) -> (String, Vec<String>) {
+        shown_in(&self.get_json("/api/recommendations").1)
+    }
+
+    /// Waits until recommendations come from catalog `version` and show items, all starting with
+    /// `prefix`: the live catalog serves (and serves nothing of another version).
+    pub fn wait_serving(&self, version: &str, prefix: &str, timeout: Duration) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let (v, ids) = self.shown();
+            if serves(version, prefix, &v, &ids) {
+                return ids;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "no recommendations from catalog {version} within {timeout:?} (last: {v}, {ids:?})\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The daemon's resident memory, from /proc.
@@ -288,6 +379,11 @@ impl Daemon {
         self.wait_exit(sent, bound)
     }
 
+    /// SIGTERM, and waits for the exit as long as systemd would (a minute) before failing.
+    pub fn stop(self) {
+        self.terminate(Duration::from_secs(60));
+    }
+
     /// SIGKILL: no shutdown code runs, like a power cut for the process.
     pub fn kill(self) {
         // Drop kills and reaps.
@@ -299,6 +395,33 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The catalog version of a `/api/recommendations` answer and the ids of every item it shows.
+pub fn shown_in(r: &serde_json::Value) -> (String, Vec<String>) {
+    let ids = r["shoppers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["garments"].as_array().into_iter().flatten())
+        .flat_map(|g| g["items"].as_array().into_iter().flatten())
+        .map(|it| it["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let version = r["catalog_version"].as_str().unwrap_or_default();
+    (version.to_string(), ids)
+}
+
+/// Whether what is shown (`shown`, `ids`) comes from catalog `version` and has items; panics if
+/// that version shows an item whose id does not start with `prefix`.
+pub fn serves(version: &str, prefix: &str, shown: &str, ids: &[String]) -> bool {
+    if shown != version || ids.is_empty() {
+        return false;
+    }
+    assert!(
+        ids.iter().all(|i| i.starts_with(prefix)),
+        "catalog {version} shows items outside it: {ids:?}"
+    );
+    true
 }
 
 /// The `host:port` in a `… listening on http://HOST:PORT/…` line.
