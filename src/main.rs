@@ -348,6 +348,10 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> 
             .parse()
             .with_context(|| format!("--listen {l}: expected address:port, e.g. 127.0.0.1:8080"))?;
     }
+    // Before the async runtime: no other thread may exist while TMPDIR changes.
+    let tmp = settings.catalog.data_dir.join("tmp");
+    vitrine::vision::runtime::confine_temp_files(&tmp)
+        .with_context(|| format!("creating {} for temporary files", tmp.display()))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let hooks = vitrine::Hooks {
         on_listen: Box::new(|addr| {

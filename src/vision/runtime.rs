@@ -141,6 +141,21 @@ pub fn candidate_paths(configured: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
+/// Points this process's temporary files at `dir` (created if missing), which the daemon passes
+/// as a folder inside its data folder. ONNX Runtime's bundled logging SDK writes a session file
+/// (`.ses`) to `TMPDIR` when its environment starts, telemetry off or not; a box must write
+/// nowhere but its data folder, and `TMPDIR` is the only handle on that file.
+///
+/// Call it before any other thread starts: the environment is process-wide and changing it
+/// while another thread reads it is undefined behaviour.
+pub fn confine_temp_files(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    // SAFETY: the caller starts no thread before this returns (see above), so no other thread
+    // can be reading the environment.
+    unsafe { std::env::set_var("TMPDIR", dir) };
+    Ok(())
+}
+
 /// Loads ONNX Runtime once per process and returns its environment.
 pub fn environment(configured: Option<&Path>) -> Result<Environment, RuntimeError> {
     let candidates = candidate_paths(configured);
