@@ -118,6 +118,13 @@ enum BenchTarget {
         /// Items in the synthetic bundles.
         #[arg(long, default_value_t = 200)]
         items: usize,
+        /// A box config (models, camera): a real `vitrine serve` on it takes part as one more
+        /// box, and the report gives its time to serve the new version and its frame rate.
+        #[arg(long)]
+        daemon_config: Option<PathBuf>,
+        /// HQ builds the boxes' indexes into the bundles (as `catalog publish --with-index`).
+        #[arg(long)]
+        prebuilt: bool,
         #[arg(long)]
         json: bool,
     },
@@ -525,6 +532,8 @@ fn bench_fleet(what: BenchTarget) -> anyhow::Result<()> {
         interval_s,
         duration_s,
         items,
+        daemon_config,
+        prebuilt,
         json,
     } = what
     else {
@@ -544,6 +553,14 @@ fn bench_fleet(what: BenchTarget) -> anyhow::Result<()> {
         duration: secs("duration-s", duration_s)?,
         items,
         nginx: vitrine::bench::fleet::default_nginx(),
+        daemon: match daemon_config {
+            Some(config) => Some(vitrine::bench::fleet::RealBox {
+                config,
+                binary: std::env::current_exe().context("finding this binary")?,
+            }),
+            None => None,
+        },
+        prebuilt,
     };
     let report = vitrine::bench::fleet::run(&opts)?;
     print_report(&report, json)

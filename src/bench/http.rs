@@ -240,13 +240,13 @@ impl fmt::Display for HttpBenchReport {
 /// The daemon under test, through hyper's client: a pool of keep-alive connections shared by
 /// every request (one connection per request in flight; an idle one is reused).
 #[derive(Clone)]
-struct Daemon {
+pub(crate) struct Daemon {
     client: Client<HttpConnector, String>,
     addr: SocketAddr,
 }
 
 impl Daemon {
-    fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         let mut connector = HttpConnector::new();
         // Requests are small and answered at once: Nagle's delay would be measured as latency.
         connector.set_nodelay(true);
@@ -282,7 +282,7 @@ impl Daemon {
 
     /// `GET path`: the status and the whole body. Reading the body to its end is also what
     /// gives the connection back to the pool.
-    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), BenchError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), BenchError> {
         let response = self.send(path).await?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
