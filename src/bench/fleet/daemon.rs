@@ -23,8 +23,11 @@ pub struct DaemonReport {
     pub poll_interval_s: u64,
     /// Seconds from the publish until the new version was active (`None`: not within the wait).
     pub to_active_s: Option<f64>,
-    /// Frames processed per second before the publish, and from the publish until the new
-    /// version was active (download, checks, import, swap).
+    /// Seconds from the start of its download of the new bundle until the new version was
+    /// active: download, size/SHA-256/signature checks, unpacking, import, swap.
+    pub download_to_active_s: Option<f64>,
+    /// Frames processed per second before the publish, and from the start of that download
+    /// until the new version was active.
     pub fps_before: f64,
     pub fps_during: f64,
     /// `100 × (1 − during / before)`.
@@ -38,6 +41,8 @@ pub struct DaemonReport {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Instant,
+    /// The same moment in seconds since the epoch, as nginx's log writes time.
+    wall: f64,
     frames: f64,
     on_new: bool,
 }
@@ -199,8 +204,12 @@ impl Daemon {
         let on_new = text.lines().any(|l| {
             l.starts_with("vitrine_channel_info{") && l.contains(&format!("active=\"{version}\""))
         });
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         self.samples.push(Sample {
             at: Instant::now(),
+            wall,
             frames,
             on_new,
         });
@@ -233,7 +242,8 @@ impl Daemon {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// The report: frame rate over `[from, published)` and `[published, active)`.
+    /// The report: frame rate over `[from, published)` and from the start of the new bundle's
+    /// download (nginx's log of its requests, `access_log`) until the new version was active.
     pub fn report(&self, from: Instant, published: Instant, access_log: &str) -> DaemonReport {
         let rate = |a: Option<&Sample>, b: Option<&Sample>| match (a, b) {
             (Some(a), Some(b)) if b.at > a.at => {
@@ -244,23 +254,17 @@ impl Daemon {
         let first_after = |t: Instant| self.samples.iter().find(|s| s.at >= t);
         let last_before = |t: Instant| self.samples.iter().rev().find(|s| s.at <= t);
         let active = self.samples.iter().find(|s| s.at >= published && s.on_new);
+        let bundles = bundle_requests(access_log);
+        // The last bundle it fetched is the new version's (the first one's came before `from`).
+        let download = bundles.last().map(|&(start, _)| start);
+        let download_start = download.and_then(|w| self.samples.iter().rev().find(|s| s.wall <= w));
         let fps_before = rate(first_after(from), last_before(published));
-        let fps_during = rate(last_before(published), active);
-        let (mut requests, mut bundle_bytes) = (0, 0);
-        for line in access_log.lines() {
-            requests += 1;
-            if line.contains("/bundles/") {
-                bundle_bytes += line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|b| b.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
+        let fps_during = rate(download_start, active);
         DaemonReport {
             config: self.config.display().to_string(),
             poll_interval_s: self.poll_interval_s,
             to_active_s: active.map(|s| (s.at - published).as_secs_f64()),
+            download_to_active_s: active.zip(download).map(|(a, w)| a.wall - w),
             fps_before,
             fps_during,
             fps_drop_percent: if fps_before > 0.0 {
@@ -268,8 +272,36 @@ impl Daemon {
             } else {
                 0.0
             },
-            requests,
-            bundle_bytes,
+            requests: access_log.lines().count() as u64,
+            bundle_bytes: bundles.iter().map(|&(_, b)| b).sum(),
         }
+    }
+}
+
+/// The bundle requests in a `fleet`-format access log: when each started (seconds since the
+/// epoch: logged at its end, less its duration) and the bytes sent.
+fn bundle_requests(log: &str) -> Vec<(f64, u64)> {
+    log.lines()
+        .filter(|l| l.contains(" /bundles/"))
+        .filter_map(|l| {
+            let (msec, rest) = l.split_once(' ')?;
+            let mut tail = rest.rsplit(' ');
+            let seconds: f64 = tail.next()?.parse().ok()?;
+            let bytes: u64 = tail.next()?.parse().ok()?;
+            Some((msec.parse::<f64>().ok()? - seconds, bytes))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_requests_start_at_their_end_less_their_duration() {
+        let log = "100.500 \"GET /channel.json HTTP/1.1\" 200 900 0.001\n\
+                   130.000 \"GET /bundles/ab.tar.gz HTTP/1.1\" 200 5000 2.500\n\
+                   131.000 \"GET /bundles/cd.tar.gz HTTP/1.1\" 206 700 0.250\n";
+        assert_eq!(bundle_requests(log), vec![(127.5, 5000), (130.75, 700)]);
     }
 }

@@ -210,9 +210,10 @@ impl std::fmt::Display for FleetReport {
         };
         write!(
             f,
-            "real daemon (polling every {} s): new version active after {}; frame rate {:.1} → {:.1} frames/s during download and import ({:.0} % drop); {} requests, {} bundle bytes",
+            "real daemon (polling every {} s): new version active {} after the publish, {} after its download started; frame rate {:.1} → {:.1} frames/s during download and import ({:.0} % drop); {} requests, {} bundle bytes",
             d.poll_interval_s,
             secs(d.to_active_s),
+            secs(d.download_to_active_s),
             d.fps_before,
             d.fps_during,
             d.fps_drop_percent,
@@ -279,7 +280,7 @@ pid {pid};
 error_log {err} warn;
 events {{ worker_connections {conns}; }}
 http {{
-    log_format fleet '$msec "$request" $status $body_bytes_sent';
+    log_format fleet '$msec "$request" $status $body_bytes_sent $request_time';
     access_log {log} fleet;
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
@@ -480,7 +481,7 @@ async fn poll_once(fleet: &Fleet, fetcher: &Fetcher, st: &mut BoxState, out: &mu
     }
 }
 
-/// Reads the `fleet` log format: `MSEC "GET /path HTTP/1.1" STATUS BYTES`.
+/// Reads the `fleet` log format: `MSEC "GET /path HTTP/1.1" STATUS BYTES SECONDS`.
 /// The access log once it holds `requests` lines, or as it is after 5 s.
 fn settled_log(path: &std::path::Path, requests: u64) -> Result<String, FleetError> {
     let deadline = Instant::now() + Duration::from_secs(5);
