@@ -526,7 +526,8 @@ impl RawChannel {
         if problems.len() > before {
             return None;
         }
-        // After the file's: the config names the endpoint the keys are for.
+        // Applied in order: the config's endpoint and region win over the file's and the
+        // environment's.
         if let Some(ep) = &self.endpoint {
             let plain = ep.starts_with("http://");
             store.options.push(("aws_endpoint".into(), ep.clone()));

@@ -27,7 +27,7 @@ use super::url::Kind;
 
 pub use super::url::ChannelUrl;
 
-/// The fleet bench's name for a box's store settings.
+/// A box's store settings under their former name, which `src/bench/fleet.rs` still uses.
 pub type S3Options = StoreConfig;
 
 /// A failed request, with its kind for the metric.

@@ -27,8 +27,6 @@ use super::url::{ChannelUrl, Kind, Side, UrlError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
-    Url(#[from] UrlError),
     #[error("credentials file {}: {problem}", path.display())]
     Credentials {
         path: PathBuf,
@@ -252,6 +250,15 @@ impl ChannelUrl {
             why,
         };
         let (root, client, retry) = (self.root(), cfg.client.clone(), cfg.retry.clone());
+        // The three cloud builders have the same methods, but no trait in common.
+        macro_rules! cloud {
+            ($builder:ident, $key:ident, $env:literal, $store:literal) => {{
+                let b = $builder::new().with_client_options(client);
+                let b = configure(b, cfg, $env, $store, |b, k: $key, v| b.with_config(k, v));
+                let s = b.map_err(fail)?.with_url(root).with_retry(retry).build();
+                Arc::new(s.map_err(|e| fail(e.to_string()))?)
+            }};
+        }
         let store: Arc<dyn ObjectStore> = match self.kind() {
             Kind::Folder => {
                 let dir = FsPath::new(root);
@@ -266,33 +273,9 @@ impl ChannelUrl {
                         .map_err(|e| fail(e.to_string()))?,
                 )
             }
-            Kind::S3 => {
-                let b = AmazonS3Builder::new().with_client_options(client);
-                let b = configure(b, cfg, "AWS_", "S3", |b, k: AmazonS3ConfigKey, v| {
-                    b.with_config(k, v)
-                })
-                .map_err(fail)?;
-                let s = b.with_url(root).with_retry(retry).build();
-                Arc::new(s.map_err(|e| fail(e.to_string()))?)
-            }
-            Kind::Gcs => {
-                let b = GoogleCloudStorageBuilder::new().with_client_options(client);
-                let b = configure(b, cfg, "GOOGLE_", "GCS", |b, k: GoogleConfigKey, v| {
-                    b.with_config(k, v)
-                })
-                .map_err(fail)?;
-                let s = b.with_url(root).with_retry(retry).build();
-                Arc::new(s.map_err(|e| fail(e.to_string()))?)
-            }
-            Kind::Azure => {
-                let b = MicrosoftAzureBuilder::new().with_client_options(client);
-                let b = configure(b, cfg, "AZURE_", "Azure", |b, k: AzureConfigKey, v| {
-                    b.with_config(k, v)
-                })
-                .map_err(fail)?;
-                let s = b.with_url(root).with_retry(retry).build();
-                Arc::new(s.map_err(|e| fail(e.to_string()))?)
-            }
+            Kind::S3 => cloud!(AmazonS3Builder, AmazonS3ConfigKey, "AWS_", "S3"),
+            Kind::Gcs => cloud!(GoogleCloudStorageBuilder, GoogleConfigKey, "GOOGLE_", "GCS"),
+            Kind::Azure => cloud!(MicrosoftAzureBuilder, AzureConfigKey, "AZURE_", "Azure"),
             Kind::Http => {
                 // The URL says http:// on purpose (a LAN origin, the tests' nginx).
                 let plain = root.starts_with("http://");

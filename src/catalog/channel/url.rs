@@ -41,12 +41,6 @@ pub enum Kind {
     Folder,
 }
 
-impl Kind {
-    pub fn writable(self) -> bool {
-        self != Kind::Http
-    }
-}
-
 /// A parsed channel URL, checked for its side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelUrl {
@@ -207,7 +201,7 @@ impl ChannelUrl {
         })
     }
 
-    /// A box's URL, with the refusal as text (for callers that only show it).
+    /// A box's URL, with the refusal as text (for callers that only show it: the fleet bench).
     pub fn parse(url: &str) -> Result<Self, String> {
         Self::new(url, Side::Subscribe).map_err(|e| e.to_string())
     }
@@ -358,7 +352,7 @@ mod tests {
                 ("s3://fleet-eu", Some("fleet-eu"), "stores/paris")
             );
             assert_eq!(u.to_string(), "s3://fleet-eu/stores/paris");
-            assert!(u.is_s3() && u.kind().writable());
+            assert!(u.is_s3());
         }
         for u in both("S3://fleet") {
             assert_eq!((u.prefix(), u.as_str()), ("", "s3://fleet"));
@@ -400,7 +394,6 @@ mod tests {
                 "https://cdn.example.com:8443/eu"
             )
         );
-        assert!(!u.kind().writable());
         let u = ChannelUrl::new("HTTP://127.0.0.1:9", Side::Subscribe).unwrap();
         assert_eq!(
             (u.as_str(), u.authority()),
@@ -438,7 +431,7 @@ mod tests {
 
     #[test]
     fn every_refusal_names_the_problem_and_never_a_secret() {
-        use Side::{Publish as Hq, Subscribe as Box};
+        use Side::{Publish as Hq, Subscribe as Sub};
         use UrlProblem as P;
         let cases = [
             (
@@ -449,19 +442,19 @@ mod tests {
             ),
             (
                 "s3://key:secret@bucket/x",
-                Box,
+                Sub,
                 P::UserInfo,
                 "credentials go in catalog.channel.credentials_file",
             ),
             (
                 "https://hq:secret@cdn.example.com/eu",
-                Box,
+                Sub,
                 P::UserInfo,
                 "does not belong in the URL",
             ),
             (
                 "https://cdn/p?sig=secret",
-                Box,
+                Sub,
                 P::QueryOrFragment,
                 "no query",
             ),
@@ -471,7 +464,7 @@ mod tests {
                 P::QueryOrFragment,
                 "--credentials",
             ),
-            ("s3://bucket/p#secret", Box, P::QueryOrFragment, "no query"),
+            ("s3://bucket/p#secret", Sub, P::QueryOrFragment, "no query"),
             ("file:///srv/ch?secret", Hq, P::QueryOrFragment, "no query"),
             (
                 "ftp://host/p",
@@ -481,32 +474,32 @@ mod tests {
             ),
             (
                 "ftp://host/x",
-                Box,
+                Sub,
                 P::UnknownScheme("ftp".into()),
                 "not supported",
             ),
             ("s3:///p", Hq, P::NoBucket, "no bucket"),
-            ("s3:///p", Box, P::NoBucket, "no bucket"),
+            ("s3:///p", Sub, P::NoBucket, "no bucket"),
             ("gs:///p", Hq, P::NoBucket, "no bucket"),
             ("az://", Hq, P::NoBucket, "no bucket"),
             (
                 "s3://Bad_Bucket/x",
-                Box,
+                Sub,
                 P::BadBucket("Bad_Bucket".into()),
                 "bucket name",
             ),
             ("s3://b/x", Hq, P::BadBucket("b".into()), "3–63"),
-            ("https:///eu", Box, P::NoHost, "no host"),
-            ("file://relative/x", Box, P::RelativeFile, "absolute"),
+            ("https:///eu", Sub, P::NoHost, "no host"),
+            ("file://relative/x", Sub, P::RelativeFile, "absolute"),
             ("file://relative", Hq, P::RelativeFile, "absolute folder"),
             (
                 "s3://bucket/a/../b",
-                Box,
+                Sub,
                 P::BadPath("a/../b".into()),
                 "'..'",
             ),
             ("s3://bucket/a//b", Hq, P::BadPath("a//b".into()), "empty"),
-            ("https://cdn/./b", Box, P::BadPath("./b".into()), "'.'"),
+            ("https://cdn/./b", Sub, P::BadPath("./b".into()), "'.'"),
             (
                 "file:///srv/../etc",
                 Hq,
@@ -514,7 +507,7 @@ mod tests {
                 "'..'",
             ),
             ("", Hq, P::Empty, "it is empty"),
-            (" ", Box, P::Empty, "it is empty"),
+            (" ", Sub, P::Empty, "it is empty"),
             ("http://127.0.0.1/ch", Hq, P::ReadOnly, "read-only"),
         ];
         for (url, side, problem, says) in cases {
