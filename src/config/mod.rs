@@ -426,10 +426,11 @@ impl RawChannel {
     /// Checks every key and reads the files it names; every problem goes to `problems`.
     fn settings(&self, base: &Path, problems: &mut Vec<String>) -> Option<ChannelSettings> {
         use crate::catalog::channel::TrustedKeys;
-        use crate::catalog::channel::fetch::{ChannelUrl, Credentials, S3Options};
+        use crate::catalog::channel::store::{CredentialsProblem, StoreConfig, read_credentials};
+        use crate::catalog::channel::url::{ChannelUrl, Side};
         let before = problems.len();
-        let url = ChannelUrl::parse(&self.url)
-            .map_err(|e| problems.push(e))
+        let url = ChannelUrl::new(&self.url, Side::Subscribe)
+            .map_err(|e| problems.push(e.to_string()))
             .ok();
         let s3 = url.as_ref().is_some_and(ChannelUrl::is_s3);
         let mut texts = Vec::new();
@@ -461,33 +462,35 @@ impl RawChannel {
             );
         }
         let keys = TrustedKeys::parse(&texts).ok();
-        let credentials = match &self.credentials_file {
+        let mut store = StoreConfig::default();
+        match &self.credentials_file {
             Some(_) if !s3 && url.is_some() => {
                 problems.push("catalog.channel.credentials_file is only for s3:// channels (an HTTP origin or a folder is read without keys)".into());
-                None
             }
             Some(f) => {
                 let path = base.join(f);
-                match std::fs::read_to_string(&path) {
-                    Ok(t) => Credentials::parse(&t)
-                        .map_err(|e| {
-                            problems.push(format!(
-                                "catalog.channel.credentials_file {}: {e}",
-                                path.display()
-                            ))
-                        })
-                        .ok(),
-                    Err(e) => {
-                        problems.push(format!(
-                            "catalog.channel.credentials_file {} cannot be read ({e})",
-                            path.display()
-                        ));
-                        None
+                let problem = match read_credentials(&path) {
+                    Ok(settings) => {
+                        store.options = settings;
+                        // A box's file is there for its S3 keys: one without them is a mistake.
+                        (!store.has_key_pair()).then_some(CredentialsProblem::HalfKeyPair)
                     }
+                    Err(e) => Some(e),
+                };
+                match problem {
+                    None => {}
+                    Some(CredentialsProblem::Unreadable(e)) => problems.push(format!(
+                        "catalog.channel.credentials_file {} cannot be read ({e})",
+                        path.display()
+                    )),
+                    Some(e) => problems.push(format!(
+                        "catalog.channel.credentials_file {}: {e}",
+                        path.display()
+                    )),
                 }
             }
-            None => None,
-        };
+            None => {}
+        }
         if let Some(ep) = &self.endpoint {
             if url.is_some() && !s3 {
                 problems.push("catalog.channel.endpoint is only for s3:// channels".into());
@@ -523,14 +526,22 @@ impl RawChannel {
         if problems.len() > before {
             return None;
         }
+        // Applied in order: the config's endpoint and region win over the file's and the
+        // environment's.
+        if let Some(ep) = &self.endpoint {
+            let plain = ep.starts_with("http://");
+            store.options.push(("aws_endpoint".into(), ep.clone()));
+            store
+                .options
+                .push(("aws_allow_http".into(), plain.to_string()));
+        }
+        if let Some(r) = &self.region {
+            store.options.push(("aws_region".into(), r.clone()));
+        }
         Some(ChannelSettings {
             url: url?,
             keys: keys?,
-            s3: S3Options {
-                endpoint: self.endpoint.clone(),
-                region: self.region.clone(),
-                credentials,
-            },
+            store,
             poll_interval: std::time::Duration::from_secs(self.poll_interval_s),
             jitter: self.poll_jitter,
             pin: self.pin.clone(),
@@ -733,9 +744,11 @@ pub struct CatalogSettings {
 /// `[catalog.channel]`, checked: keys parsed, credentials read.
 #[derive(Debug, Clone)]
 pub struct ChannelSettings {
-    pub url: crate::catalog::channel::fetch::ChannelUrl,
+    pub url: crate::catalog::channel::url::ChannelUrl,
     pub keys: crate::catalog::channel::TrustedKeys,
-    pub s3: crate::catalog::channel::fetch::S3Options,
+    /// How the store is reached: the credentials file's settings, then `endpoint` and
+    /// `region`, over the environment.
+    pub store: crate::catalog::channel::store::StoreConfig,
     pub poll_interval: std::time::Duration,
     /// Share of the interval (0–0.5) each wait is shifted by at random.
     pub jitter: f64,

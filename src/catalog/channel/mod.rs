@@ -4,6 +4,8 @@
 //! The [`doc`] module is the contract between the two sides: the channel document HQ writes and
 //! a box polls, how it and the bundle are signed, the objects' names, and the reasons a box
 //! refuses what it was offered (they label the refusal metric and show in `/api/status`).
+//! Both sides read a channel URL with [`url`] and reach its store with [`store`] (settings and
+//! credentials from the environment or a file, never the URL).
 //!
 //! A box's side, in the order an offer travels: [`fetch`] reads the channel (conditional GET of
 //! the document, resumable GET of a bundle), [`subscribe`] is the poller stage that checks,
@@ -18,6 +20,7 @@ pub mod publish;
 pub mod state;
 pub mod store;
 pub mod subscribe;
+pub mod url;
 
 pub use doc::{ChannelDocument, DocError, RefusalReason, TrustedKeys};
 pub use subscribe::{ChannelMonitor, Subscriber};

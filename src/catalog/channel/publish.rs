@@ -33,7 +33,8 @@ use tokio::io::AsyncReadExt;
 
 use super::doc::{self, ChannelDocument, bundle_object_name};
 use super::keys::SigningKey;
-use super::store::{ChannelStore, Location, StoreConfig, StoreError};
+use super::store::{ChannelStore, StoreConfig, StoreError};
+use super::url::{ChannelUrl, Side, UrlError};
 use crate::catalog::bundle::{self, ReadOptions, UnpackLimits};
 use crate::catalog::items::{EmbedderFingerprint, MANIFEST_MAX, Manifest};
 use crate::catalog::{CatalogError, IndexParams, prebuilt};
@@ -53,7 +54,7 @@ pub const UNPACK_LIMIT_DEFAULT: u64 = 3072 << 20;
 pub struct PublishOptions {
     /// A bundle folder, `.tar` or `.tar.gz`.
     pub bundle: PathBuf,
-    /// The channel URL (see [`super::store`]).
+    /// The channel URL (see [`super::url`]).
     pub channel: String,
     pub store: StoreConfig,
     /// Share of boxes that take this version; `None`: the current document's for the same
@@ -107,6 +108,8 @@ pub struct PublishReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -197,7 +200,7 @@ pub async fn publish(
     key: &SigningKey,
 ) -> Result<PublishReport, PublishError> {
     // Refuses a read-only origin before any work is done.
-    let channel = Location::parse(&opts.channel)?.open(&opts.store, true)?;
+    let channel = ChannelUrl::new(&opts.channel, Side::Publish)?.open(&opts.store)?;
     let (current, mut ledger) = read_state(&channel).await?;
     let scratch = Scratch::new()?;
     tracing::info!(bundle = %opts.bundle.display(), "checking the bundle as a box's import would");

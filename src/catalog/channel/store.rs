@@ -1,69 +1,85 @@
-//! Where a channel lives: one URL becomes an [`ObjectStore`] rooted at the channel's prefix.
-//! The publisher writes through it and the subscriber reads through it, so both sides agree on
-//! what a URL means.
+//! Reaching a channel: the settings and credentials a store needs besides its URL, and
+//! [`ChannelUrl::open`], which turns a parsed URL into an [`ObjectStore`] rooted at the channel's
+//! prefix. HQ's publisher writes through it and a box's [`super::fetch::Fetcher`] reads through
+//! it, so both sides reach a URL the same way.
 //!
-//! | URL | store | writable |
-//! | --- | --- | --- |
-//! | `s3://bucket/prefix` (also S3-compatible stores: `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`) | S3 | yes |
-//! | `gs://bucket/prefix` | Google Cloud Storage | yes |
-//! | `az://container/prefix` (account: `AZURE_STORAGE_ACCOUNT_NAME`) | Azure Blob Storage | yes |
-//! | `file:///abs/folder`, or a plain path | a local folder | yes |
-//! | `https://host/prefix`, `http://host/prefix` | a plain HTTP origin or CDN | no |
-//!
-//! Credentials never come from the URL (a URL with a user, password or query string is refused)
-//! and never from the command line: they come from the environment (`AWS_*`, `GOOGLE_*`,
-//! `AZURE_*`, as `object_store`'s builders read them) and, optionally, from a credentials file of
-//! `NAME=value` lines with the same names (systemd's `EnvironmentFile=` format), whose values
-//! take precedence. Nothing here logs or displays a value read from either.
+//! Credentials never come from the URL ([`super::url`] refuses them there), the command line or
+//! a box's config: they come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`, as
+//! `object_store`'s builders read them) and, optionally, from a credentials file whose values
+//! take precedence. The file is read by one parser for both sides ([`parse_credentials`]): the
+//! environment-file form (`AWS_ACCESS_KEY_ID=…`, systemd's `EnvironmentFile=`) or AWS's own
+//! credentials form (`aws_access_key_id = …` under a `[profile]`). Nothing here logs or displays
+//! a value read from either; [`StoreConfig`]'s `Debug` shows setting names only.
 
 use std::path::{Path as FsPath, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
-/// What kind of storage a channel URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    S3,
-    Gcs,
-    Azure,
-    Local,
-    /// A plain HTTP(S) origin: boxes read from it, nothing can publish to it.
-    Http,
-}
-
-impl Kind {
-    pub fn writable(self) -> bool {
-        self != Kind::Http
-    }
-}
+use super::url::{ChannelUrl, Kind, Side, UrlError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("channel URL '{url}': {why}")]
-    BadUrl { url: String, why: String },
-    #[error(
-        "{url} is an HTTP origin, which is read-only: publish to the bucket or folder behind it (s3://…, gs://…, az://…, file://…) and let the origin serve that"
-    )]
-    ReadOnly { url: String },
-    #[error("credentials file {path}: {why}")]
-    Credentials { path: PathBuf, why: String },
+    #[error("credentials file {}: {problem}", path.display())]
+    Credentials {
+        path: PathBuf,
+        problem: CredentialsProblem,
+    },
     #[error("channel {url}: {why}")]
     Open { url: String, why: String },
 }
 
-/// How a store is configured besides its URL.
-#[derive(Debug, Clone)]
+/// What is wrong with a credentials file. Only names and line numbers are ever shown: the
+/// values are secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsProblem {
+    #[error("cannot read it: {0}")]
+    Unreadable(std::io::Error),
+    #[error(
+        "line {0} is neither NAME=value (AWS_ACCESS_KEY_ID=…, or aws_access_key_id = … under a [profile]) nor a [section]"
+    )]
+    NotNameValue(usize),
+    #[error("line {line}: '{name}' is not an AWS_*, GOOGLE_* or AZURE_* setting")]
+    NotAStoreSetting { line: usize, name: String },
+    #[error("line {line}: '{name}' is not a setting of the {store} store")]
+    UnknownSetting {
+        line: usize,
+        name: String,
+        store: &'static str,
+    },
+    #[error("it must set both aws_access_key_id and aws_secret_access_key")]
+    HalfKeyPair,
+}
+
+/// How a store is reached besides its URL.
+#[derive(Clone)]
 pub struct StoreConfig {
     /// Read `AWS_*` / `GOOGLE_*` / `AZURE_*` from the environment (the builders' `from_env`).
     pub use_env: bool,
     /// Lower-case `object_store` config keys and values (`aws_access_key_id`, `aws_endpoint`,
-    /// …), applied after the environment. Values are secrets: never logged.
+    /// …), applied after the environment, in order. Values are secrets: never logged.
     pub options: Vec<(String, String)>,
     pub retry: RetryConfig,
+    /// Timeouts and the like: the base the environment and `options` are applied over.
+    pub client: ClientOptions,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("StoreConfig")
+            .field("use_env", &self.use_env)
+            .field("options", &names)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for StoreConfig {
@@ -77,55 +93,88 @@ impl Default for StoreConfig {
                 retry_timeout: Duration::from_secs(60),
                 ..Default::default()
             },
+            client: ClientOptions::new(),
         }
     }
 }
 
 impl StoreConfig {
-    /// The environment plus a credentials file (`NAME=value` lines, `#` comments, optional
-    /// quotes, names as the environment variables: `AWS_ACCESS_KEY_ID=…`).
+    /// The settings of a credentials file ([`read_credentials`]) added to these.
     pub fn with_credentials_file(mut self, path: &FsPath) -> Result<Self, StoreError> {
-        let bad = |why: String| StoreError::Credentials {
+        let settings = read_credentials(path).map_err(|problem| StoreError::Credentials {
             path: path.into(),
-            why,
-        };
-        let text =
-            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
-        warn_if_readable_by_others(path);
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            // Only the name is ever shown: the value is a secret.
-            let Some((name, value)) = line.split_once('=') else {
-                return Err(bad(format!(
-                    "line {} is not NAME=value (e.g. AWS_ACCESS_KEY_ID=…)",
-                    n + 1
-                )));
-            };
-            let name = name.trim();
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(value);
-            if !["AWS_", "GOOGLE_", "AZURE_"]
-                .iter()
-                .any(|p| name.starts_with(p))
-            {
-                return Err(bad(format!(
-                    "line {}: '{name}' is not an AWS_*, GOOGLE_* or AZURE_* setting",
-                    n + 1
-                )));
-            }
-            self.options
-                .push((name.to_ascii_lowercase(), value.to_string()));
-        }
+            problem,
+        })?;
+        self.options.extend(settings);
         Ok(self)
     }
+
+    /// Whether `options` hold an S3 key pair (the environment may hold one too).
+    pub fn has_key_pair(&self) -> bool {
+        has_key_pair(&self.options)
+    }
+}
+
+fn has_key_pair(options: &[(String, String)]) -> bool {
+    let set = |name: &str| options.iter().any(|(k, v)| k == name && !v.is_empty());
+    set("aws_access_key_id") && set("aws_secret_access_key")
+}
+
+/// Reads a credentials file ([`parse_credentials`]), warning when others may read it.
+pub fn read_credentials(path: &FsPath) -> Result<Vec<(String, String)>, CredentialsProblem> {
+    let text = std::fs::read_to_string(path).map_err(CredentialsProblem::Unreadable)?;
+    warn_if_readable_by_others(path);
+    parse_credentials(&text)
+}
+
+/// The settings in a credentials file, as lower-case `object_store` keys: `NAME=value` lines
+/// (`export` and quotes allowed, names as the environment's: `AWS_SECRET_ACCESS_KEY=…`) or AWS's
+/// credentials form (`aws_access_key_id = …`; `[profile]` lines and `;` comments skipped).
+/// A name no store knows is refused, as is a key id without its secret or the other way round.
+pub fn parse_credentials(text: &str) -> Result<Vec<(String, String)>, CredentialsProblem> {
+    let mut settings = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with(['#', ';', '[']) {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(CredentialsProblem::NotNameValue(n + 1));
+        };
+        let shown = name.trim();
+        let mut name = shown.to_ascii_lowercase();
+        // AWS's credentials files also spell the keys without their prefix.
+        if ["access_key_id", "secret_access_key", "session_token"].contains(&name.as_str()) {
+            name = format!("aws_{name}");
+        }
+        let line = n + 1;
+        let (store, known) = match name.split('_').next() {
+            Some("aws") => ("S3", name.parse::<AmazonS3ConfigKey>().is_ok()),
+            Some("google") => ("GCS", name.parse::<GoogleConfigKey>().is_ok()),
+            Some("azure") => ("Azure", name.parse::<AzureConfigKey>().is_ok()),
+            _ => {
+                let name = shown.into();
+                return Err(CredentialsProblem::NotAStoreSetting { line, name });
+            }
+        };
+        if !known {
+            let name = shown.into();
+            return Err(CredentialsProblem::UnknownSetting { line, name, store });
+        }
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        settings.push((name, value.to_string()));
+    }
+    let set = |k: &str| settings.iter().any(|(n, v)| n == k && !v.is_empty());
+    if set("aws_access_key_id") != set("aws_secret_access_key") {
+        return Err(CredentialsProblem::HalfKeyPair);
+    }
+    Ok(settings)
 }
 
 #[cfg(unix)]
@@ -141,240 +190,132 @@ fn warn_if_readable_by_others(path: &FsPath) {
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_: &FsPath) {}
 
-/// A parsed channel URL, before any store is built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub kind: Kind,
-    /// `s3://bucket`, `https://host:port`, or the local folder.
-    pub root: String,
-    /// The channel's prefix inside the bucket or origin ("" for its top).
-    pub prefix: String,
-    /// The URL as given.
-    pub url: String,
+/// The environment's settings for one store, as its builder's `from_env` reads them (`AWS_*` →
+/// `aws_*`, and the older name it also honours, in the same order). Read here rather than
+/// through `from_env` because the client options must come first: `with_client_options`
+/// replaces whatever the environment set (`AWS_ALLOW_HTTP`, a proxy).
+fn environment(prefix: &str) -> Vec<(String, String)> {
+    let older = |name: &str, key: &str| std::env::var(name).ok().map(|v| (key.to_string(), v));
+    let named = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v));
+    match prefix {
+        "GOOGLE_" => older("SERVICE_ACCOUNT", "google_service_account")
+            .into_iter()
+            .chain(named)
+            .collect(),
+        "AZURE_" => named
+            .chain(older("IDENTITY_ENDPOINT", "azure_msi_endpoint"))
+            .collect(),
+        _ => named.collect(),
+    }
 }
 
-impl Location {
-    pub fn parse(url: &str) -> Result<Self, StoreError> {
-        let bad = |why: &str| StoreError::BadUrl {
-            url: redact(url),
-            why: why.into(),
-        };
-        let Some((scheme, rest)) = url.split_once("://") else {
-            if url.trim().is_empty() {
-                return Err(bad("it is empty"));
+/// Applies the environment (unknown names skipped, as `from_env` does) and then `cfg.options`
+/// meant for this store (unknown names refused: someone wrote them) to a builder.
+fn configure<B, K: FromStr>(
+    mut builder: B,
+    cfg: &StoreConfig,
+    env_prefix: &str,
+    store: &str,
+    set: impl Fn(B, K, &str) -> B,
+) -> Result<B, String> {
+    if cfg.use_env {
+        for (k, v) in environment(env_prefix) {
+            if let Ok(key) = k.parse() {
+                builder = set(builder, key, &v);
             }
-            return Ok(Self::local(url, FsPath::new(url)));
-        };
-        let kind = match scheme.to_ascii_lowercase().as_str() {
-            "s3" | "s3a" => Kind::S3,
-            "gs" => Kind::Gcs,
-            "az" | "azure" | "abfs" | "abfss" | "adl" => Kind::Azure,
-            "http" | "https" => Kind::Http,
-            "file" => {
-                let path = rest.strip_prefix("localhost").unwrap_or(rest);
-                if !path.starts_with('/') {
-                    return Err(bad(
-                        "a file URL names an absolute folder: file:///srv/channel (or give the plain path)",
-                    ));
-                }
-                return Ok(Self::local(url, FsPath::new(path)));
-            }
-            _ => {
-                return Err(bad(
-                    "use s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, file:///folder, a folder path, or https://host/prefix",
-                ));
-            }
-        };
-        if rest.contains(['?', '#']) {
-            return Err(bad(
-                "a channel URL carries no query or fragment; credentials belong in the environment or a credentials file",
-            ));
-        }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.contains('@') {
-            return Err(bad(
-                "a channel URL carries no user or password; credentials belong in the environment or a credentials file",
-            ));
-        }
-        if authority.is_empty() {
-            return Err(bad(match kind {
-                Kind::Http => "no host",
-                _ => "no bucket (s3://bucket/prefix)",
-            }));
-        }
-        let prefix = path.trim_matches('/').to_string();
-        if !prefix.is_empty() {
-            Path::parse(&prefix).map_err(|e| bad(&format!("the prefix '{prefix}': {e}")))?;
-        }
-        Ok(Self {
-            kind,
-            root: format!("{}://{authority}", scheme.to_ascii_lowercase()),
-            prefix,
-            url: url.into(),
-        })
-    }
-
-    fn local(url: &str, path: &FsPath) -> Self {
-        Self {
-            kind: Kind::Local,
-            root: path.display().to_string(),
-            prefix: String::new(),
-            url: url.into(),
         }
     }
+    let prefix = env_prefix.to_ascii_lowercase();
+    for (k, v) in cfg.options.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+        let key = k.parse().map_err(|_| {
+            format!(
+                "'{}' is not a setting of the {store} store",
+                k.to_ascii_uppercase()
+            )
+        })?;
+        builder = set(builder, key, v);
+    }
+    Ok(builder)
+}
 
-    /// Opens the store. For writing, an HTTP origin is refused and a local folder is created.
-    pub fn open(&self, cfg: &StoreConfig, write: bool) -> Result<ChannelStore, StoreError> {
-        if write && !self.kind.writable() {
-            return Err(StoreError::ReadOnly {
-                url: self.url.clone(),
-            });
-        }
-        let open_err = |why: String| StoreError::Open {
-            url: self.url.clone(),
+impl ChannelUrl {
+    /// Opens the channel's store: for publishing, a local folder is created; for reading, it must
+    /// exist.
+    pub fn open(&self, cfg: &StoreConfig) -> Result<ChannelStore, StoreError> {
+        let fail = |why: String| StoreError::Open {
+            url: self.to_string(),
             why,
         };
-        let store: Arc<dyn ObjectStore> = match self.kind {
-            Kind::Local => {
-                let dir = PathBuf::from(&self.root);
-                if write {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| open_err(format!("cannot create the folder: {e}")))?;
+        let (root, client, retry) = (self.root(), cfg.client.clone(), cfg.retry.clone());
+        // The three cloud builders have the same methods, but no trait in common.
+        macro_rules! cloud {
+            ($builder:ident, $key:ident, $env:literal, $store:literal) => {{
+                let b = $builder::new().with_client_options(client);
+                let b = configure(b, cfg, $env, $store, |b, k: $key, v| b.with_config(k, v));
+                let s = b.map_err(fail)?.with_url(root).with_retry(retry).build();
+                Arc::new(s.map_err(|e| fail(e.to_string()))?)
+            }};
+        }
+        let store: Arc<dyn ObjectStore> = match self.kind() {
+            Kind::Folder => {
+                let dir = FsPath::new(root);
+                if self.side() == Side::Publish {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| fail(format!("cannot create the folder: {e}")))?;
                 } else if !dir.is_dir() {
-                    return Err(open_err("the folder does not exist".into()));
+                    return Err(fail("the folder does not exist".into()));
                 }
                 Arc::new(
-                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                        .map_err(|e| open_err(e.to_string()))?,
+                    object_store::local::LocalFileSystem::new_with_prefix(dir)
+                        .map_err(|e| fail(e.to_string()))?,
                 )
             }
-            Kind::S3 => self.build_s3(cfg).map_err(open_err)?,
-            Kind::Gcs => self.build_gcs(cfg).map_err(open_err)?,
-            Kind::Azure => self.build_azure(cfg).map_err(open_err)?,
-            Kind::Http => self.build_http(cfg).map_err(open_err)?,
+            Kind::S3 => cloud!(AmazonS3Builder, AmazonS3ConfigKey, "AWS_", "S3"),
+            Kind::Gcs => cloud!(GoogleCloudStorageBuilder, GoogleConfigKey, "GOOGLE_", "GCS"),
+            Kind::Azure => cloud!(MicrosoftAzureBuilder, AzureConfigKey, "AZURE_", "Azure"),
+            Kind::Http => {
+                // The URL says http:// on purpose (a LAN origin, the tests' nginx).
+                let plain = root.starts_with("http://");
+                let s = object_store::http::HttpBuilder::new()
+                    .with_url(root)
+                    .with_client_options(client.with_allow_http(plain))
+                    .with_retry(retry)
+                    .build();
+                Arc::new(s.map_err(|e| fail(e.to_string()))?)
+            }
         };
-        let store: Arc<dyn ObjectStore> = if self.prefix.is_empty() {
+        let store: Arc<dyn ObjectStore> = if self.prefix().is_empty() {
             store
         } else {
-            let prefix = Path::parse(&self.prefix).map_err(|e| open_err(e.to_string()))?;
+            let prefix = Path::parse(self.prefix()).map_err(|e| fail(e.to_string()))?;
             Arc::new(PrefixStore::new(store, prefix))
         };
         Ok(ChannelStore {
             store,
-            location: self.clone(),
+            url: self.clone(),
         })
     }
-
-    fn build_s3(&self, cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-        let mut b = if cfg.use_env {
-            AmazonS3Builder::from_env()
-        } else {
-            AmazonS3Builder::new()
-        };
-        for (k, v) in settings_for(&cfg.options, "aws_") {
-            let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown_key(k, "S3"))?;
-            b = b.with_config(key, v);
-        }
-        let b = b.with_url(&self.root).with_retry(cfg.retry.clone());
-        Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
-    }
-
-    fn build_gcs(&self, cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
-        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-        let mut b = if cfg.use_env {
-            GoogleCloudStorageBuilder::from_env()
-        } else {
-            GoogleCloudStorageBuilder::new()
-        };
-        for (k, v) in settings_for(&cfg.options, "google_") {
-            let key: GoogleConfigKey = k.parse().map_err(|_| unknown_key(k, "GCS"))?;
-            b = b.with_config(key, v);
-        }
-        let b = b.with_url(&self.root).with_retry(cfg.retry.clone());
-        Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
-    }
-
-    fn build_azure(&self, cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
-        use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-        let mut b = if cfg.use_env {
-            MicrosoftAzureBuilder::from_env()
-        } else {
-            MicrosoftAzureBuilder::new()
-        };
-        for (k, v) in settings_for(&cfg.options, "azure_") {
-            let key: AzureConfigKey = k.parse().map_err(|_| unknown_key(k, "Azure"))?;
-            b = b.with_config(key, v);
-        }
-        let b = b.with_url(&self.root).with_retry(cfg.retry.clone());
-        Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
-    }
-
-    fn build_http(&self, cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>, String> {
-        // The URL says http:// on purpose (a LAN origin, the tests' nginx); https needs nothing.
-        let plain = self.root.starts_with("http://");
-        let b = object_store::http::HttpBuilder::new()
-            .with_url(&self.root)
-            .with_client_options(ClientOptions::new().with_allow_http(plain))
-            .with_retry(cfg.retry.clone());
-        Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
-    }
-}
-
-/// A URL as it may be shown: a user, password or query (which could hold a token) replaced by
-/// `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.into();
-    };
-    let (rest, query) = match rest.find(['?', '#']) {
-        Some(i) => (&rest[..i], "?***"),
-        None => (rest, ""),
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => authority.to_string(),
-    };
-    let slash = if rest.contains('/') { "/" } else { "" };
-    format!("{scheme}://{authority}{slash}{path}{query}")
-}
-
-/// The settings of `options` meant for a store whose keys start with `prefix` (a credentials
-/// file may hold several stores' settings).
-fn settings_for<'a>(
-    options: &'a [(String, String)],
-    prefix: &'a str,
-) -> impl Iterator<Item = &'a (String, String)> {
-    options.iter().filter(move |(k, _)| k.starts_with(prefix))
-}
-
-fn unknown_key(key: &str, store: &str) -> String {
-    format!(
-        "'{}' is not a setting of the {store} store",
-        key.to_ascii_uppercase()
-    )
 }
 
 /// An opened channel: object names (`channel.json`, `bundles/…`) are relative to its prefix.
 #[derive(Debug, Clone)]
 pub struct ChannelStore {
     pub store: Arc<dyn ObjectStore>,
-    pub location: Location,
+    pub url: ChannelUrl,
 }
 
 impl ChannelStore {
     /// The store path of an object name relative to the channel.
-    pub fn object(&self, name: &str) -> Result<Path, StoreError> {
-        Path::parse(name).map_err(|e| StoreError::BadUrl {
-            url: self.location.url.clone(),
-            why: format!("object name '{name}': {e}"),
-        })
+    pub fn object(&self, name: &str) -> Result<Path, UrlError> {
+        self.url.object(name)
     }
 
     /// The channel's URL, for messages.
     pub fn url(&self) -> &str {
-        &self.location.url
+        self.url.as_str()
     }
 }
 
@@ -383,94 +324,137 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_name_their_store_and_prefix() {
-        let l = Location::parse("s3://fleet/chains/spring/").unwrap();
+    fn credentials_read_the_env_file_and_aws_forms_and_never_show_a_value() {
+        let env = "# HQ's writer\nAWS_ACCESS_KEY_ID=AKIAEXAMPLE\nexport AWS_SECRET_ACCESS_KEY=\"s3cr3t\"\nAWS_SESSION_TOKEN='FwoGZXIvYXdz'\nGOOGLE_SERVICE_ACCOUNT=/k.json\n";
         assert_eq!(
-            (l.kind, l.root.as_str(), l.prefix.as_str()),
-            (Kind::S3, "s3://fleet", "chains/spring")
+            parse_credentials(env).unwrap(),
+            [
+                ("aws_access_key_id", "AKIAEXAMPLE"),
+                ("aws_secret_access_key", "s3cr3t"),
+                ("aws_session_token", "FwoGZXIvYXdz"),
+                ("google_service_account", "/k.json"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
         );
-        let l = Location::parse("https://cdn.example.com/channel").unwrap();
-        assert_eq!((l.kind, l.prefix.as_str()), (Kind::Http, "channel"));
-        assert!(!l.kind.writable());
-        let l = Location::parse("gs://b").unwrap();
-        assert_eq!((l.kind, l.prefix.as_str()), (Kind::Gcs, ""));
-        let l = Location::parse("az://container/p").unwrap();
-        assert_eq!(l.kind, Kind::Azure);
-        let l = Location::parse("file:///srv/channel").unwrap();
-        assert_eq!((l.kind, l.root.as_str()), (Kind::Local, "/srv/channel"));
-        let l = Location::parse("relative/folder").unwrap();
-        assert_eq!((l.kind, l.root.as_str()), (Kind::Local, "relative/folder"));
+        let ini = "[default]\naws_access_key_id = AKIDEXAMPLE\n; old\naws_secret_access_key = wJalrXUtnFEMI\n[other]\nsession_token = FwoG\n";
+        let got = parse_credentials(ini).unwrap();
+        assert_eq!(
+            got[1],
+            ("aws_secret_access_key".into(), "wJalrXUtnFEMI".into())
+        );
+        assert_eq!(got[2], ("aws_session_token".into(), "FwoG".into()));
+        let cfg = StoreConfig {
+            options: got,
+            ..Default::default()
+        };
+        assert!(cfg.has_key_pair());
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("aws_secret_access_key"), "{shown}");
+        assert!(!shown.contains("AKID") && !shown.contains("wJal") && !shown.contains("FwoG"));
+        // An endpoint alone is fine for HQ (keys from the environment); a box asks for a pair.
+        let only = parse_credentials("AWS_ENDPOINT=http://127.0.0.1:9000\n").unwrap();
+        assert!(!has_key_pair(&only));
     }
 
     #[test]
-    fn credentials_in_urls_and_unknown_schemes_are_refused() {
-        for (url, says) in [
-            ("s3://key:secret@bucket/p", "no user or password"),
-            ("https://cdn/p?sig=abc", "no query"),
-            ("ftp://host/p", "use s3://"),
-            ("s3:///p", "no bucket"),
-            ("file://relative", "absolute folder"),
-            ("s3://b/a/../c", "prefix"),
+    fn bad_credentials_name_the_line_or_the_key_never_a_value() {
+        for (text, says) in [
+            (
+                "AWS_SECRET_ACCESS_KEY s3cr3t\n",
+                "line 1 is neither NAME=value",
+            ),
+            (
+                "# c\nPASSWORD=s3cr3t\n",
+                "line 2: 'PASSWORD' is not an AWS_*",
+            ),
+            (
+                "aws_secret_key = s3cr3t\n",
+                "'aws_secret_key' is not a setting of the S3 store",
+            ),
+            ("GOOGLE_NOPE=s3cr3t\n", "of the GCS store"),
+            ("AZURE_NOPE=s3cr3t\n", "of the Azure store"),
+            ("aws_access_key_id = AKIAs3cr3t\n", "aws_secret_access_key"),
+            (
+                "AWS_ACCESS_KEY_ID=\nAWS_SECRET_ACCESS_KEY=s3cr3t\n",
+                "must set both",
+            ),
         ] {
-            let e = Location::parse(url).unwrap_err().to_string();
-            assert!(e.contains(says), "{url}: {e}");
-            assert!(!e.contains("secret") && !e.contains("sig=abc"), "{e}");
+            let e = parse_credentials(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
         }
     }
 
     #[test]
-    fn an_http_origin_is_refused_for_writing_with_the_fix() {
-        let l = Location::parse("http://127.0.0.1:9/channel").unwrap();
-        let e = l
-            .open(&StoreConfig::default(), true)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("read-only") && e.contains("bucket"), "{e}");
-        // Reading is what boxes do.
-        l.open(&StoreConfig::default(), false).unwrap();
-    }
-
-    #[test]
-    fn a_credentials_file_is_read_and_its_values_never_shown() {
+    fn a_credentials_file_is_read_into_the_options() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("creds");
         std::fs::write(
             &p,
-            "# HQ's writer\nAWS_ACCESS_KEY_ID=AKIAEXAMPLE\nexport AWS_SECRET_ACCESS_KEY=\"s3cr3t\"\n",
+            "AWS_ACCESS_KEY_ID=AKIAEXAMPLE\nAWS_SECRET_ACCESS_KEY=s3cr3t\n",
         )
         .unwrap();
         let cfg = StoreConfig::default().with_credentials_file(&p).unwrap();
-        assert_eq!(
-            cfg.options,
-            vec![
-                ("aws_access_key_id".into(), "AKIAEXAMPLE".into()),
-                ("aws_secret_access_key".into(), "s3cr3t".into()),
-            ]
+        assert_eq!(cfg.options.len(), 2);
+        let e = StoreConfig::default()
+            .with_credentials_file(&dir.path().join("missing"))
+            .unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                StoreError::Credentials {
+                    problem: CredentialsProblem::Unreadable(_),
+                    ..
+                }
+            ),
+            "{e}"
         );
-        std::fs::write(&p, "AWS_SECRET_ACCESS_KEY s3cr3t\n").unwrap();
-        let e = StoreConfig::default()
-            .with_credentials_file(&p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 1") && !e.contains("s3cr3t"), "{e}");
-        std::fs::write(&p, "PASSWORD=s3cr3t\n").unwrap();
-        let e = StoreConfig::default()
-            .with_credentials_file(&p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("'PASSWORD'") && !e.contains("s3cr3t"), "{e}");
-        // A setting the store does not know is named when the store is built.
+        assert!(e.to_string().contains("missing: cannot read it"), "{e}");
+    }
+
+    #[test]
+    fn a_setting_the_store_does_not_know_is_named_when_it_is_opened() {
         let cfg = StoreConfig {
             use_env: false,
             options: vec![("aws_no_such_thing".into(), "x".into())],
             ..Default::default()
         };
-        let e = Location::parse("s3://b")
+        let e = ChannelUrl::new("s3://bucket", Side::Publish)
             .unwrap()
-            .open(&cfg, true)
+            .open(&cfg)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("AWS_NO_SUCH_THING"), "{e}");
+        assert!(
+            e.contains("AWS_NO_SUCH_THING") && e.contains("channel s3://bucket"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_remote_kind_opens_without_a_request() {
+        let cfg = StoreConfig {
+            use_env: false,
+            options: vec![
+                ("aws_region".into(), "us-east-1".into()),
+                ("azure_storage_account_name".into(), "acct".into()),
+                ("azure_skip_signature".into(), "true".into()),
+                ("google_skip_signature".into(), "true".into()),
+            ],
+            ..Default::default()
+        };
+        for (url, side) in [
+            ("s3://fleet/eu", Side::Publish),
+            ("s3://fleet/eu", Side::Subscribe),
+            ("gs://fleet/eu", Side::Publish),
+            ("az://container/eu", Side::Publish),
+            ("https://cdn.example.com/eu", Side::Subscribe),
+            ("http://127.0.0.1:9/eu", Side::Subscribe),
+        ] {
+            let ch = ChannelUrl::new(url, side).unwrap().open(&cfg);
+            let ch = ch.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(ch.url(), url);
+            assert_eq!(ch.object("channel.json").unwrap().as_ref(), "channel.json");
+        }
     }
 
     #[tokio::test]
@@ -478,9 +462,12 @@ mod tests {
         use object_store::ObjectStoreExt;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}/ch", dir.path().display());
-        let ch = Location::parse(&url)
+        let read = ChannelUrl::new(&url, Side::Subscribe).unwrap();
+        let e = read.open(&StoreConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        let ch = ChannelUrl::new(&url, Side::Publish)
             .unwrap()
-            .open(&StoreConfig::default(), true)
+            .open(&StoreConfig::default())
             .unwrap();
         let name = ch.object("bundles/x.tar").unwrap();
         ch.store.put(&name, b"abc".to_vec().into()).await.unwrap();
@@ -488,11 +475,16 @@ mod tests {
             std::fs::read(dir.path().join("ch/bundles/x.tar")).unwrap(),
             b"abc"
         );
-        let read = Location::parse(&url)
-            .unwrap()
-            .open(&StoreConfig::default(), false)
-            .unwrap();
+        let read = read.open(&StoreConfig::default()).unwrap();
         let got = read.store.get(&name).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"abc");
+        // A plain path is HQ's too.
+        let plain = dir.path().join("plain");
+        let ch = ChannelUrl::new(plain.to_str().unwrap(), Side::Publish)
+            .unwrap()
+            .open(&StoreConfig::default())
+            .unwrap();
+        ch.store.put(&name, b"d".to_vec().into()).await.unwrap();
+        assert!(plain.join("bundles/x.tar").is_file());
     }
 }

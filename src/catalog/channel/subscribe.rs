@@ -398,7 +398,7 @@ impl Poller {
         }
         let fetcher = match &self.fetcher {
             Some(f) => f.clone(),
-            None => match Fetcher::build(&self.cfg.url, &self.cfg.s3, self.cfg.timeout) {
+            None => match Fetcher::build(&self.cfg.url, &self.cfg.store, self.cfg.timeout) {
                 Ok(f) => {
                     self.fetcher = Some(f.clone());
                     f
