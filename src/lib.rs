@@ -41,6 +41,7 @@ pub mod http;
 pub mod pipeline;
 pub mod process;
 pub mod recommend;
+pub mod scratch;
 pub mod shutdown;
 pub mod systemd;
 pub mod telemetry;

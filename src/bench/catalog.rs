@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -22,6 +22,7 @@ use crate::catalog::synth::{self, Embeddings, Rng};
 use crate::catalog::{Catalog, CatalogError, IndexParams};
 use crate::config::Settings;
 use crate::pipeline::Engine;
+use crate::scratch::ScratchDir;
 
 #[derive(Debug, Clone)]
 pub struct CatalogBenchOptions {
@@ -212,8 +213,9 @@ pub fn run(
     let work = match &opts.work {
         Some(w) => w.clone(),
         None => {
-            tmp = TempDir::new()?;
-            tmp.0.clone()
+            tmp = ScratchDir::new("bench")
+                .map_err(|(path, source)| CatalogError::Write { path, source })?;
+            tmp.path().to_path_buf()
         }
     };
     let fingerprint = match settings {
@@ -545,31 +547,5 @@ impl std::fmt::Display for CatalogBenchReport {
         }
         writeln!(f, "load average at the end: {}", self.load_average)?;
         Ok(())
-    }
-}
-
-/// A temporary folder removed on drop (the library has no tempfile dependency).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<Self, CatalogError> {
-        let p = std::env::temp_dir().join(format!(
-            "vitrine-bench-{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&p).map_err(|source| CatalogError::Write {
-            path: p.clone(),
-            source,
-        })?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -18,6 +18,7 @@ use super::import::{CatalogService, ImportInput, ImportRequest, Job, JobKind, Se
 use super::store::{Store, VersionInfo, VersionSummary};
 use super::{Catalog, CatalogError, IndexParams};
 use crate::config::Settings;
+use crate::scratch::ScratchDir;
 
 /// A bar on stderr (hidden when stderr is not a terminal).
 pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
@@ -103,21 +104,13 @@ pub fn verify(settings: &Settings, path: &Path) -> Result<String, CatalogError> 
     let dir = if path.is_dir() {
         path.to_path_buf()
     } else {
-        scratch = std::env::temp_dir().join(format!("vitrine-verify-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch).map_err(|source| CatalogError::Write {
-            path: scratch.clone(),
-            source,
-        })?;
+        scratch = ScratchDir::new("verify")
+            .map_err(|(path, source)| CatalogError::Write { path, source })?;
         let limits = UnpackLimits::new(
             settings.catalog.unpack_limit,
             settings.embedder.spec.output.dim,
         );
-        let r = bundle::unpack(path, &scratch, limits);
-        if r.is_err() {
-            let _ = std::fs::remove_dir_all(&scratch);
-        }
-        r?
+        bundle::unpack(path, scratch.path(), limits)?
     };
     let images_only = super::Manifest::load_optional(&dir)
         .ok()
@@ -134,9 +127,6 @@ pub fn verify(settings: &Settings, path: &Path) -> Result<String, CatalogError> 
             require_manifest: dir != path,
         },
     );
-    if dir != path {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     let b = b?;
     let mut groups = std::collections::BTreeMap::<&str, usize>::new();
     for it in &b.items {

@@ -23,15 +23,18 @@ pub use daemon::DaemonReport;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::pipeline::{Percentiles, pct};
 use crate::catalog::EmbedderFingerprint;
 use crate::catalog::channel::doc::{self, ChannelDocument, TrustedKeys, rollout_bucket};
-use crate::catalog::channel::fetch::{ChannelUrl, Document, Fetcher, S3Options};
+use crate::catalog::channel::fetch::{Document, Fetcher};
+use crate::catalog::channel::store::StoreConfig;
 use crate::catalog::channel::subscribe::verify;
+use crate::catalog::channel::url::{ChannelUrl, Side};
+use crate::scratch::ScratchDir;
 
 /// A failed bench run: what went wrong and, where it helps, what to do.
 #[derive(Debug, thiserror::Error)]
@@ -223,30 +226,6 @@ impl std::fmt::Display for FleetReport {
     }
 }
 
-/// A temporary folder, removed on drop (the bench is a tool: `tempfile` is a test dependency).
-struct Work(PathBuf);
-
-impl Work {
-    fn new() -> Result<Self, FleetError> {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!(
-            "vitrine-bench-fleet-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).map_err(fail(format!("creating {}", p.display())))?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// nginx serving `root`, in the foreground, one process (killed on drop), access log on. A
 /// second server block on its own port serves the real daemon, with its own log.
 struct Nginx {
@@ -399,7 +378,7 @@ async fn run_box(fleet: Arc<Fleet>, id: String, first: ChannelDocument) -> BoxOu
         highest_sequence: first.sequence,
         sha256: Some(first.sha256),
     };
-    let Ok(fetcher) = Fetcher::build(&fleet.url, &S3Options::default(), Duration::from_secs(30))
+    let Ok(fetcher) = Fetcher::build(&fleet.url, &StoreConfig::default(), Duration::from_secs(30))
     else {
         out.counts.poll_errors += 1;
         return out;
@@ -557,13 +536,14 @@ pub fn run(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
 }
 
 async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
-    let work = Work::new()?;
-    let root = work.0.join("www");
-    let downloads = work.0.join("downloads");
+    let work = ScratchDir::new("bench-fleet")
+        .map_err(|(p, e)| FleetError(format!("creating {}: {e}", p.display())))?;
+    let root = work.join("www");
+    let downloads = work.join("downloads");
     for d in [&root, &downloads] {
         std::fs::create_dir_all(d).map_err(fail(format!("creating {}", d.display())))?;
     }
-    let nginx = Nginx::start(&opts.nginx, &work.0.join("nginx"), &root, opts.boxes)?;
+    let nginx = Nginx::start(&opts.nginx, &work.join("nginx"), &root, opts.boxes)?;
     let settings = opts
         .daemon
         .as_ref()
@@ -587,7 +567,7 @@ async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
     });
     let hq = Arc::new(hq::Publisher::new(
         root.clone(),
-        work.0.join("hq"),
+        work.join("hq"),
         fingerprint,
         index,
     )?);
@@ -596,12 +576,13 @@ async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
     // Before the clock starts: HQ's minutes of checks and index builds are not the fleet's.
     let v2 = hq.stage("fleet-v2", opts.items).await?;
     let mut real = match &opts.daemon {
-        Some(real) => Some(start_daemon(real, &work.0, &nginx, &hq, opts).await?),
+        Some(real) => Some(start_daemon(real, work.path(), &nginx, &hq, opts).await?),
         None => None,
     };
     let start = Instant::now();
     let fleet = Arc::new(Fleet {
-        url: ChannelUrl::parse(&format!("http://127.0.0.1:{}", nginx.port)).map_err(FleetError)?,
+        url: ChannelUrl::new(&format!("http://127.0.0.1:{}", nginx.port), Side::Subscribe)
+            .map_err(|e| FleetError(e.to_string()))?,
         keys: TrustedKeys::parse(&[hq.public()]).map_err(FleetError)?,
         fingerprint: hq.fingerprint.clone(),
         downloads,

@@ -27,9 +27,6 @@ use super::url::Kind;
 
 pub use super::url::ChannelUrl;
 
-/// A box's store settings under their former name, which `src/bench/fleet.rs` still uses.
-pub type S3Options = StoreConfig;
-
 /// A failed request, with its kind for the metric.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -296,6 +293,7 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::channel::url::Side;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -312,7 +310,7 @@ mod tests {
         std::fs::write(root.join(DOCUMENT), b"{}").unwrap();
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(root.join("bundles/b.tar.gz"), &data).unwrap();
-        let url = ChannelUrl::parse(&format!("file://{}", root.display())).unwrap();
+        let url = ChannelUrl::new(&format!("file://{}", root.display()), Side::Subscribe).unwrap();
         let f = Fetcher::build(&url, &StoreConfig::default(), Duration::from_secs(5)).unwrap();
         let rt = rt();
         let Document::Changed { bytes, etag } = rt.block_on(f.document(None, &|_| {})).unwrap()

@@ -38,6 +38,7 @@ use super::url::{ChannelUrl, Side, UrlError};
 use crate::catalog::bundle::{self, ReadOptions, UnpackLimits};
 use crate::catalog::items::{EmbedderFingerprint, MANIFEST_MAX, Manifest};
 use crate::catalog::{CatalogError, IndexParams, prebuilt};
+use crate::scratch::ScratchDir;
 
 /// HQ's record of what it published, under the channel's prefix (see the module header).
 pub const LEDGER: &str = "published.json";
@@ -157,31 +158,6 @@ pub struct Ledger {
     pub versions: Vec<LedgerEntry>,
 }
 
-/// A folder deleted when dropped (the crate's tempfile is for tests only).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Self, PublishError> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let p =
-            std::env::temp_dir().join(format!("vitrine-publish-{}-{stamp:x}", std::process::id()));
-        std::fs::create_dir_all(&p).map_err(|source| PublishError::Io {
-            what: "cannot create the scratch folder",
-            path: p.clone(),
-            source,
-        })?;
-        Ok(Self(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The bundle as checked: unpacked under the scratch folder, with its archive.
 struct Checked {
     /// The bundle's folder (inside the unpacked archive).
@@ -202,12 +178,16 @@ pub async fn publish(
     // Refuses a read-only origin before any work is done.
     let channel = ChannelUrl::new(&opts.channel, Side::Publish)?.open(&opts.store)?;
     let (current, mut ledger) = read_state(&channel).await?;
-    let scratch = Scratch::new()?;
+    let scratch = ScratchDir::new("publish").map_err(|(path, source)| PublishError::Io {
+        what: "cannot create the scratch folder",
+        path,
+        source,
+    })?;
     tracing::info!(bundle = %opts.bundle.display(), "checking the bundle as a box's import would");
     let checked = {
         let (input, dir, limit, with_index) = (
             opts.bundle.clone(),
-            scratch.0.clone(),
+            scratch.path().to_path_buf(),
             opts.unpack_limit,
             opts.index.is_some(),
         );
@@ -667,12 +647,12 @@ async fn build_object(
     opts: &PublishOptions,
     key: &SigningKey,
     checked: &Checked,
-    scratch: &Scratch,
+    scratch: &ScratchDir,
 ) -> Result<Object, PublishError> {
     let file = match opts.index {
         None => checked.archive.clone(),
         Some(params) => {
-            let (root, out) = (checked.root.clone(), scratch.0.join("with-index.tar.gz"));
+            let (root, out) = (checked.root.clone(), scratch.join("with-index.tar.gz"));
             let fp = checked.manifest.embedder.clone();
             blocking(move || with_index(&root, &out, fp, &params).map(|()| out)).await??
         }
@@ -764,7 +744,7 @@ async fn reuse(
     channel: &ChannelStore,
     e: &LedgerEntry,
     key: &SigningKey,
-    scratch: &Scratch,
+    scratch: &ScratchDir,
 ) -> Result<Object, PublishError> {
     let mut object = Object {
         name: e.bundle.clone(),
@@ -779,7 +759,7 @@ async fn reuse(
         return Ok(object);
     }
     tracing::info!(bundle = %e.bundle, "the published bundle was signed by another key: fetching it to sign it with this one");
-    let local = scratch.0.join("fetched");
+    let local = scratch.join("fetched");
     let path = channel.object(&e.bundle)?;
     let got = channel
         .store

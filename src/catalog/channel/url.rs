@@ -201,11 +201,6 @@ impl ChannelUrl {
         })
     }
 
-    /// A box's URL, with the refusal as text (for callers that only show it: the fleet bench).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        Self::new(url, Side::Subscribe).map_err(|e| e.to_string())
-    }
-
     fn parse_as(url: &str, side: Side) -> Result<Self, UrlProblem> {
         let Some((scheme, rest)) = url.split_once("://") else {
             return match side {
@@ -522,7 +517,9 @@ mod tests {
             );
         }
         assert_eq!(
-            ChannelUrl::parse("https://hq:pw@cdn/eu?t=x").unwrap_err(),
+            ChannelUrl::new("https://hq:pw@cdn/eu?t=x", Side::Subscribe)
+                .unwrap_err()
+                .to_string(),
             "catalog.channel.url = \"https://***@cdn/eu?***\": a channel URL takes no query or fragment (a token in it would show in logs and /api/status); credentials go in catalog.channel.credentials_file or the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); an https:// origin is served without them"
         );
     }
