@@ -27,7 +27,7 @@ pub struct DaemonReport {
     /// active: download, size/SHA-256/signature checks, unpacking, import, swap.
     pub download_to_active_s: Option<f64>,
     /// Frames processed per second before the publish, and from the start of that download
-    /// until the new version was active.
+    /// until the new version was active (at least 3 s: a frame either way is 3 % at 10 frames/s).
     pub fps_before: f64,
     pub fps_during: f64,
     /// `100 × (1 − during / before)`.
@@ -36,6 +36,9 @@ pub struct DaemonReport {
     pub requests: u64,
     pub bundle_bytes: u64,
 }
+
+/// The shortest span the frame rate during a roll-out is measured over.
+const MIN_WINDOW: Duration = Duration::from_secs(3);
 
 /// One `/metrics` reading.
 #[derive(Debug, Clone, Copy)]
@@ -235,6 +238,16 @@ impl Daemon {
         )))
     }
 
+    /// Samples every 250 ms for [`MIN_WINDOW`] more, so a roll-out taken in a flash still has a
+    /// window to measure the frame rate over.
+    pub async fn settle(&mut self, version: &str) {
+        let until = Instant::now() + MIN_WINDOW;
+        while Instant::now() < until {
+            self.sample(version).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The last `n` lines of its log.
     fn log_tail(&self, n: usize) -> String {
         let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
@@ -259,7 +272,12 @@ impl Daemon {
         let download = bundles.last().map(|&(start, _)| start);
         let download_start = download.and_then(|w| self.samples.iter().rev().find(|s| s.wall <= w));
         let fps_before = rate(first_after(from), last_before(published));
-        let fps_during = rate(download_start, active);
+        // A small bundle is taken in a fraction of a second: a window that short is a frame or
+        // two either way, so it reaches at least MIN_WINDOW past the download's start.
+        let until = download_start
+            .zip(active)
+            .map(|(d, a)| a.at.max(d.at + MIN_WINDOW));
+        let fps_during = rate(download_start, until.and_then(first_after));
         DaemonReport {
             config: self.config.display().to_string(),
             poll_interval_s: self.poll_interval_s,

@@ -618,7 +618,9 @@ async fn run_fleet(opts: &FleetOptions) -> Result<FleetReport, FleetError> {
     if let Some(d) = real.as_mut() {
         // A box takes an offer at its next poll (interval ± jitter), then downloads and imports.
         let wait = opts.interval.mul_f64(1.0 + opts.jitter) + DAEMON_IMPORT_WAIT;
-        d.wait_active(V2, wait).await.ok();
+        if d.wait_active(V2, wait).await.is_ok() {
+            d.settle(V2).await;
+        }
     }
     let mut outcomes = Vec::with_capacity(tasks.len());
     for t in tasks {
