@@ -109,3 +109,77 @@ fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
         );
     }
 }
+
+/// The other way a box gets its keys: `AWS_*` in its environment (systemd's `EnvironmentFile=`),
+/// no credentials file. A wrong secret is an error the status names, never a version taken;
+/// the right one takes it. Neither secret shows anywhere.
+#[test]
+fn a_box_signs_with_keys_from_its_environment() {
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let s3 = S3Server::start_with_keys("fleet", ACCESS_KEY, SECRET_KEY);
+    let endpoint = s3.endpoint();
+    let target = Target::S3 {
+        endpoint: &endpoint,
+        bucket: "fleet",
+        prefix: "eu",
+        keys: Some((ACCESS_KEY, SECRET_KEY)),
+    };
+    let key = Key::generate();
+    let fp = fingerprint();
+    let seed = seed(&w.join("seed"), 20);
+    let data = w.join("data");
+    let pubkey = key.write_public(&w.join("hq.pub"));
+    let mut ch = channel("s3://fleet/eu", &pubkey);
+    ch.insert("endpoint".into(), endpoint.clone().into());
+    ch.insert("region".into(), "us-east-1".into());
+    let cfg = config(w, &seed, &data, &box_id(true, 100), ch);
+    let spring = publish::bundle(w, "spring", 30, &fp, 3);
+    let doc = publish::document(&key, 1, "spring", &spring, Some(fp.clone()), 100, &[]);
+    target.publish(&spring, &doc);
+
+    let wrong = "not-the-secret-0123456789";
+    let d = Daemon::with_config(
+        &cfg,
+        w,
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", wrong),
+        ],
+    );
+    let s = d.wait_status("the bucket refuses a wrong secret", WAIT, |s| {
+        s["channel"]["state"] == "error"
+    });
+    assert_eq!(s["catalog"]["version"], "v0001", "{s}");
+    let error = &s["channel"]["last_error"];
+    assert_eq!(error["kind"], "http_status", "{s}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SignatureDoesNotMatch")),
+        "{s}"
+    );
+    let refused = [d.log(), d.get("/api/status").1, d.metrics()];
+    d.stop();
+
+    let d = Daemon::with_config(
+        &cfg,
+        w,
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ],
+    );
+    d.wait_status("spring taken with the environment's keys", WAIT, |s| {
+        s["catalog"]["version"] == "v0002" && s["channel"]["state"] == "up_to_date"
+    });
+    d.wait_serving("v0002", "spring-", WAIT);
+    let taken = [d.log(), d.get("/api/status").1, d.metrics()];
+    d.stop();
+    for text in refused.iter().chain(&taken) {
+        assert!(
+            !text.contains(SECRET_KEY) && !text.contains(wrong) && !text.contains(ACCESS_KEY),
+            "a credential shows: {text}"
+        );
+    }
+}
