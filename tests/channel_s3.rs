@@ -19,23 +19,48 @@ const WAIT: Duration = Duration::from_secs(90);
 const ACCESS_KEY: &str = "AKIAVITRINETEST0001";
 const SECRET_KEY: &str = "s3cr3t-Vitrine-Test-Key-0123456789";
 
+/// A bucket `fleet` on an s3s-fs that demands SigV4 with the test's keys, HQ's key, and a box's
+/// config in `w` following `s3://fleet/PREFIX` with `extra` in its `[catalog.channel]`; the box
+/// is seeded with 20 items and falls inside a roll-out of `percent`.
+struct Bucket {
+    s3: S3Server,
+    key: Key,
+    data: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+}
+
+impl Bucket {
+    fn new(w: &std::path::Path, prefix: &str, percent: u8, extra: &[(&str, &str)]) -> Bucket {
+        let s3 = S3Server::start_with_keys("fleet", ACCESS_KEY, SECRET_KEY);
+        let key = Key::generate();
+        let seed = seed(&w.join("seed"), 20);
+        let data = w.join("data");
+        let pubkey = key.write_public(&w.join("hq.pub"));
+        let mut ch = channel(&format!("s3://fleet/{prefix}"), &pubkey);
+        ch.insert("endpoint".into(), s3.endpoint().into());
+        ch.insert("region".into(), "us-east-1".into());
+        for (k, v) in extra {
+            ch.insert((*k).into(), (*v).into());
+        }
+        let cfg = config(w, &seed, &data, &box_id(true, percent), ch);
+        Bucket { s3, key, data, cfg }
+    }
+}
+
+/// HQ writing to the bucket at `endpoint`, signed with the keys.
+fn hq<'a>(endpoint: &'a str, prefix: &'a str) -> Target<'a> {
+    Target::S3 {
+        endpoint,
+        bucket: "fleet",
+        prefix,
+        keys: Some((ACCESS_KEY, SECRET_KEY)),
+    }
+}
+
 #[test]
 fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    let mut s3 = S3Server::start_with_keys("fleet", ACCESS_KEY, SECRET_KEY);
-    let endpoint = s3.endpoint();
-    let target = Target::S3 {
-        endpoint: &endpoint,
-        bucket: "fleet",
-        prefix: "eu/stores",
-        keys: Some((ACCESS_KEY, SECRET_KEY)),
-    };
-    let key = Key::generate();
-    let fp = fingerprint();
-    let seed = seed(&w.join("seed"), 20);
-    let data = w.join("data");
-    let pubkey = key.write_public(&w.join("hq.pub"));
     std::fs::write(
         w.join("channel.credentials"),
         format!(
@@ -43,12 +68,16 @@ fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
         ),
     )
     .unwrap();
-    let mut ch = channel("s3://fleet/eu/stores", &pubkey);
-    ch.insert("endpoint".into(), endpoint.clone().into());
-    ch.insert("region".into(), "us-east-1".into());
-    ch.insert("credentials_file".into(), "channel.credentials".into());
-    let cfg = config(w, &seed, &data, &box_id(true, 50), ch);
-
+    let b = Bucket::new(
+        w,
+        "eu/stores",
+        50,
+        &[("credentials_file", "channel.credentials")],
+    );
+    let (mut s3, key, data, cfg) = (b.s3, b.key, b.data, b.cfg);
+    let endpoint = s3.endpoint();
+    let target = hq(&endpoint, "eu/stores");
+    let fp = fingerprint();
     let spring = publish::bundle(w, "spring", 40, &fp, 1);
     let doc = publish::document(&key, 1, "spring", &spring, Some(fp.clone()), 50, &[]);
     target.publish(&spring, &doc);
@@ -117,30 +146,17 @@ fn a_box_follows_a_signed_s3_channel_without_showing_its_keys() {
 fn a_box_signs_with_keys_from_its_environment() {
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    let s3 = S3Server::start_with_keys("fleet", ACCESS_KEY, SECRET_KEY);
-    let endpoint = s3.endpoint();
-    let target = Target::S3 {
-        endpoint: &endpoint,
-        bucket: "fleet",
-        prefix: "eu",
-        keys: Some((ACCESS_KEY, SECRET_KEY)),
-    };
-    let key = Key::generate();
-    let fp = fingerprint();
-    let seed = seed(&w.join("seed"), 20);
-    let data = w.join("data");
-    let pubkey = key.write_public(&w.join("hq.pub"));
-    let mut ch = channel("s3://fleet/eu", &pubkey);
-    ch.insert("endpoint".into(), endpoint.clone().into());
-    ch.insert("region".into(), "us-east-1".into());
-    let cfg = config(w, &seed, &data, &box_id(true, 100), ch);
+    let b = Bucket::new(w, "eu", 100, &[]);
+    let endpoint = b.s3.endpoint();
+    let target = hq(&endpoint, "eu");
+    let (key, cfg, fp) = (&b.key, &b.cfg, fingerprint());
     let spring = publish::bundle(w, "spring", 30, &fp, 3);
-    let doc = publish::document(&key, 1, "spring", &spring, Some(fp.clone()), 100, &[]);
+    let doc = publish::document(key, 1, "spring", &spring, Some(fp.clone()), 100, &[]);
     target.publish(&spring, &doc);
 
     let wrong = "not-the-secret-0123456789";
     let d = Daemon::with_config(
-        &cfg,
+        cfg,
         w,
         &[
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
@@ -163,7 +179,7 @@ fn a_box_signs_with_keys_from_its_environment() {
     d.stop();
 
     let d = Daemon::with_config(
-        &cfg,
+        cfg,
         w,
         &[
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
