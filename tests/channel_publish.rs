@@ -219,6 +219,79 @@ fn s3_publish_is_idempotent_and_each_change_is_a_new_sequence() {
     assert_eq!(verified(&on_disk, &public).sequence, 5);
 }
 
+/// Two publishes at once: the one that read the channel first and writes last must not offer
+/// boxes a sequence the other already used (a box would refuse the later one, or take it over
+/// the other), nor undo the other's ledger entry. It is refused with what to do, and works when
+/// run again.
+#[test]
+fn a_publish_that_lost_a_race_is_refused_and_the_winner_stays() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start("fleet");
+    let env = s3_env(&s3);
+    let env = refs(&env);
+    let (key, public) = keygen(tmp.path(), &[]);
+    let channel = "s3://fleet/race";
+    let on_disk = s3.root.join("fleet/race");
+    must(publish(
+        &bundle(tmp.path(), "v1", 1),
+        channel,
+        &key,
+        &[],
+        &env,
+    ));
+
+    // A reads the channel (sequence 1) and is held there.
+    let go = tmp.path().join("go");
+    let late = bundle(tmp.path(), "late", 2);
+    let mut a = common::bin()
+        .args([
+            "catalog",
+            "publish",
+            late.to_str().unwrap(),
+            "--channel",
+            channel,
+        ])
+        .args(["--key", key.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .env("VITRINE_CATALOG_PAUSE_AT", "publish-read")
+        .env("VITRINE_CATALOG_RESUME_FILE", &go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start publish");
+    let mut lines = BufReader::new(a.stdout.take().unwrap()).lines();
+    let paused = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(paused, "vitrine catalog paused at publish-read");
+    // B publishes meanwhile: sequence 2.
+    must(publish(
+        &bundle(tmp.path(), "early", 3),
+        channel,
+        &key,
+        &[],
+        &env,
+    ));
+    assert_eq!(verified(&on_disk, &public).version, "early");
+    // A goes on, and is refused; B's version is what boxes are offered.
+    std::fs::write(&go, b"").unwrap();
+    let out = a.wait_with_output().expect("publish ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("changed while this publish ran")
+            && stderr.contains("run this publish again"),
+        "{stderr}"
+    );
+    let doc = verified(&on_disk, &public);
+    assert_eq!((doc.sequence, doc.version.as_str()), (2, "early"));
+    let ledger = std::fs::read_to_string(on_disk.join("published.json")).unwrap();
+    assert!(ledger.contains("\"early\""), "{ledger}");
+    // Run again, it starts from B's document.
+    must(publish(&late, channel, &key, &[], &env));
+    let doc = verified(&on_disk, &public);
+    assert_eq!((doc.sequence, doc.version.as_str()), (3, "late"));
+}
+
 #[test]
 fn a_folder_channel_works_the_same_and_an_http_origin_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -498,8 +498,9 @@ impl Catalog {
 pub type SharedCatalog = Arc<arc_swap::ArcSwap<Catalog>>;
 
 /// Debug builds only: when `VITRINE_CATALOG_PAUSE_AT` names this stage, say so on stdout and
-/// stop here for good, so a test can SIGKILL the process at a known point of an import. Release
-/// builds compile this to nothing.
+/// stop here, so a test can SIGKILL the process at a known point of an import, or (with
+/// `VITRINE_CATALOG_RESUME_FILE`) let it go on once that file exists, after doing something
+/// in between. Release builds compile this to nothing.
 pub fn failpoint(stage: &str) {
     #[cfg(debug_assertions)]
     if std::env::var("VITRINE_CATALOG_PAUSE_AT").is_ok_and(|s| s == stage) {
@@ -508,8 +509,9 @@ pub fn failpoint(stage: &str) {
         let _ = writeln!(out, "vitrine catalog paused at {stage}");
         let _ = out.flush();
         drop(out);
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+        let resume = std::env::var_os("VITRINE_CATALOG_RESUME_FILE").map(PathBuf::from);
+        while !resume.as_ref().is_some_and(|f| f.exists()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
     #[cfg(not(debug_assertions))]

@@ -26,7 +26,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -177,7 +177,9 @@ pub async fn publish(
 ) -> Result<PublishReport, PublishError> {
     // Refuses a read-only origin before any work is done.
     let channel = ChannelUrl::new(&opts.channel, Side::Publish)?.open(&opts.store)?;
-    let (current, mut ledger) = read_state(&channel).await?;
+    let (current, mut ledger, seen) = read_state(&channel).await?;
+    // Debug builds: a test holds a publish here while another one writes the channel.
+    crate::catalog::failpoint("publish-read");
     let scratch = ScratchDir::new("publish").map_err(|(path, source)| PublishError::Io {
         what: "cannot create the scratch folder",
         path,
@@ -256,7 +258,7 @@ pub async fn publish(
             first_sequence: sequence,
             published: now(),
         });
-        put_json(&channel, LEDGER, &ledger).await?;
+        put_json(&channel, LEDGER, &ledger, &seen.ledger).await?;
     }
     if !unchanged {
         let doc = ChannelDocument {
@@ -273,7 +275,7 @@ pub async fn publish(
             revoked: revoked.clone(),
             signature: String::new(),
         };
-        put_json(&channel, doc::DOCUMENT, &signed(doc, key)?).await?;
+        put_json(&channel, doc::DOCUMENT, &signed(doc, key)?, &seen.document).await?;
     }
     Ok(PublishReport {
         channel: channel.url().into(),
@@ -372,7 +374,7 @@ async fn get_small(
     channel: &ChannelStore,
     name: &str,
     max: u64,
-) -> Result<Option<Vec<u8>>, PublishError> {
+) -> Result<Option<(Vec<u8>, UpdateVersion)>, PublishError> {
     let path = channel.object(name)?;
     match channel.store.get(&path).await {
         Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -385,22 +387,37 @@ async fn get_small(
                     r.meta.size
                 )));
             }
+            let seen = UpdateVersion {
+                e_tag: r.meta.e_tag.clone(),
+                version: r.meta.version.clone(),
+            };
             let bytes = r
                 .bytes()
                 .await
                 .map_err(remote(channel, &format!("reading {name}")))?;
-            Ok(Some(bytes.to_vec()))
+            Ok(Some((bytes.to_vec(), seen)))
         }
     }
 }
 
-/// The channel's current document and HQ's ledger.
+/// The document's and the ledger's versions as this publish read them (`None`: absent). Each is
+/// written back only if it is still that version, so two publishes at once cannot both offer a
+/// sequence number, nor one undo the other's ledger entry.
+#[derive(Debug, Default)]
+struct Seen {
+    document: Option<UpdateVersion>,
+    ledger: Option<UpdateVersion>,
+}
+
+/// The channel's current document and HQ's ledger, and the versions of both as read.
 async fn read_state(
     channel: &ChannelStore,
-) -> Result<(Option<ChannelDocument>, Ledger), PublishError> {
+) -> Result<(Option<ChannelDocument>, Ledger, Seen), PublishError> {
+    let mut seen = Seen::default();
     let current = match get_small(channel, doc::DOCUMENT, doc::DOCUMENT_MAX).await? {
         None => None,
-        Some(bytes) => {
+        Some((bytes, version)) => {
+            seen.document = Some(version);
             let d: ChannelDocument = serde_json::from_slice(&bytes)
                 .ok()
                 .filter(|d: &ChannelDocument| d.format == doc::FORMAT)
@@ -416,33 +433,58 @@ async fn read_state(
     };
     let ledger = match get_small(channel, LEDGER, 64 << 20).await? {
         None => Ledger::default(),
-        Some(bytes) => serde_json::from_slice::<Ledger>(&bytes)
-            .ok()
-            .filter(|l| l.format == LEDGER_FORMAT)
-            .ok_or_else(|| {
-                PublishError::Refused(format!(
-                    "{}/{LEDGER} is not a publisher's ledger; it records what each version's content was, so it is not overwritten",
-                    channel.url()
-                ))
-            })?,
+        Some((bytes, version)) => {
+            seen.ledger = Some(version);
+            serde_json::from_slice::<Ledger>(&bytes)
+                .ok()
+                .filter(|l| l.format == LEDGER_FORMAT)
+                .ok_or_else(|| {
+                    PublishError::Refused(format!(
+                        "{}/{LEDGER} is not a publisher's ledger; it records what each version's content was, so it is not overwritten",
+                        channel.url()
+                    ))
+                })?
+        }
     };
-    Ok((current, ledger))
+    Ok((current, ledger, seen))
 }
 
+/// Writes `name` if it is still as this publish read it (`seen`; `None`: still absent).
 async fn put_json(
     channel: &ChannelStore,
     name: &str,
     value: &impl Serialize,
+    seen: &Option<UpdateVersion>,
 ) -> Result<(), PublishError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| PublishError::Refused(format!("internal error: {e}")))?;
     let path = channel.object(name)?;
-    channel
+    let mode = match seen {
+        Some(v) => PutMode::Update(v.clone()),
+        None => PutMode::Create,
+    };
+    let put = channel
         .store
-        .put(&path, bytes.into())
-        .await
-        .map_err(remote(channel, &format!("writing {name}")))?;
-    Ok(())
+        .put_opts(&path, bytes.clone().into(), mode.into())
+        .await;
+    match put {
+        Ok(_) => Ok(()),
+        Err(
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+        ) => Err(PublishError::Conflict(format!(
+            "{name} in {} changed while this publish ran: another publish to the same channel came first. Boxes are offered that one, nothing of this one; run this publish again: it starts from the new document",
+            channel.url()
+        ))),
+        // A local folder cannot compare versions (object_store's folder store has no
+        // conditional replace): a folder channel has one writer, the machine it is on.
+        Err(object_store::Error::NotImplemented { .. }) => channel
+            .store
+            .put(&path, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(remote(channel, &format!("writing {name}"))),
+        Err(e) => Err(remote(channel, &format!("writing {name}"))(e)),
+    }
 }
 
 /// The bundle object a document names.
