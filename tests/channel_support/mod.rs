@@ -267,6 +267,19 @@ http {{
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
     }
+
+    /// The access log once it has at least `lines` lines, or as it is after 5 s: nginx logs a
+    /// request after its answer is sent, so a client can read the answer before the line exists.
+    pub fn access_log_of(&self, lines: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.access_log();
+            if log.lines().count() >= lines || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// nginx whose answers a test switches while it runs, by creating files in `flags`: `fail` makes

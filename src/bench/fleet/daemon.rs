@@ -32,7 +32,7 @@ pub struct DaemonReport {
     pub fps_during: f64,
     /// `100 × (1 − during / before)`.
     pub fps_drop_percent: f64,
-    /// Its requests to the channel (its own access log): (status, bytes) counts.
+    /// Requests it made to the channel (its own access log), and the bundle bytes it was sent.
     pub requests: u64,
     pub bundle_bytes: u64,
 }
