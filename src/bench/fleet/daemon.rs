@@ -204,9 +204,10 @@ impl Daemon {
                 .parse()
                 .ok()
         })?;
-        let on_new = text.lines().any(|l| {
-            l.starts_with("vitrine_channel_info{") && l.contains(&format!("active=\"{version}\""))
-        });
+        let active = format!("active=\"{version}\"");
+        let on_new = text
+            .lines()
+            .any(|l| l.starts_with("vitrine_channel_info{") && l.contains(&active));
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

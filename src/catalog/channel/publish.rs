@@ -458,6 +458,8 @@ async fn put_json(
 ) -> Result<(), PublishError> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| PublishError::Refused(format!("internal error: {e}")))?;
+    // Shared, not copied, by the fallback write below.
+    let payload = object_store::PutPayload::from(bytes);
     let path = channel.object(name)?;
     let mode = match seen {
         Some(v) => PutMode::Update(v.clone()),
@@ -465,7 +467,7 @@ async fn put_json(
     };
     let put = channel
         .store
-        .put_opts(&path, bytes.clone().into(), mode.into())
+        .put_opts(&path, payload.clone(), mode.into())
         .await;
     match put {
         Ok(_) => Ok(()),
@@ -479,7 +481,7 @@ async fn put_json(
         // conditional replace): a folder channel has one writer, the machine it is on.
         Err(object_store::Error::NotImplemented { .. }) => channel
             .store
-            .put(&path, bytes.into())
+            .put(&path, payload)
             .await
             .map(|_| ())
             .map_err(remote(channel, &format!("writing {name}"))),
